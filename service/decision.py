@@ -1,0 +1,72 @@
+"""A screening decision and the values it carries."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ELIGIBLE, INELIGIBLE, INCOMPLETE = "eligible", "ineligible", "incomplete"
+
+
+@dataclass(frozen=True)
+class Reason:
+    rule_id: str
+    title: str
+    effect: str
+    severity: str
+    priority: str
+    message: str
+    evidence: dict[str, Any]
+    citation: str
+    findings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FindingResult:
+    finding: str
+    rule_id: str
+    title: str
+    evidence: dict[str, Any]
+
+
+@dataclass
+class Decision:
+    decision_id: str
+    subject_id: str
+    decision: str
+    physician_review_required: bool
+    urgent: bool
+    reasons: list[Reason]
+    missing: list[str]
+    findings: list[FindingResult]
+    ruleset: dict[str, str]
+    evaluated_at: dt.datetime
+    explanation: list[dict] | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["evaluated_at"] = _iso(self.evaluated_at)
+        if self.explanation is None:
+            out.pop("explanation")
+        return out
+
+    @property
+    def reason_ids(self) -> list[str]:
+        return [r.rule_id for r in self.reasons]
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def jsonable(value: Any) -> Any:
+    """Intake values as JSON shows them (dates as ISO text)."""
+    if isinstance(value, dt.datetime):
+        return _iso(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value

@@ -1,0 +1,174 @@
+"""The durable-rules backend.
+
+How it stays inside durable-rules' limits (measured, see DEVELOPERS.md):
+- every rule is compiled to its alternatives (OR of ANDs); each alternative is one engine
+  condition. durable-rules fires an alternative at most once per fact, and fails an assert
+  that fires more than 64 of them (error 303), and hangs compiling 512 or more. So rules are
+  packed into shards of at most ``SHARD_CONDITIONS`` conditions, each shard its own ruleset:
+  no assert can fire more than 64, no compile can reach 512, whatever the pack's size.
+- facts are asserted (``assert_fact`` fires every matching rule; ``post`` would stop at the
+  first), into each shard of the intake's route, layer by layer for forward chaining.
+- every shard has a catch-all rule so that no assert is "not handled": a clean intake is the
+  common case, and a state that was never created crashes ``delete_state``.
+- every condition is anchored on a marker property of the intake fact, because the engine
+  matches its own session-state object too: an unanchored ``$nex`` rule loops forever on it.
+- session state is deleted after each shard's evaluation, so memory stays flat.
+- the stock ``Host`` starts timer threads that dispatch actions behind our back; ours does not,
+  and one lock per compiled ruleset serialises evaluations (gunicorn threads share it).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from typing import Any, Sequence
+
+from durable import engine as durable_engine
+
+from service.engine.base import EngineError, Match, layers, partition_key
+from service.engine.facts import COUNT_SUFFIX, FINDINGS, MARKER, build_fact
+from service.policy import conditions as C
+from service.policy.model import Rule
+
+# 63 alternatives + the catch-all = 64, the most one assert can fire.
+SHARD_CONDITIONS = 63
+_names = itertools.count()
+
+
+class _QuietHost(durable_engine.Host):
+    """A Host without the background dispatch timers (actions run only inside our asserts)."""
+
+    def _run(self) -> None:  # noqa: D401 - overriding the timer start-up
+        return None
+
+
+class DurableRules:
+    backend = "durable"
+
+    def __init__(self, rules: Sequence[Rule], shard_conditions: int = SHARD_CONDITIONS):
+        if not 1 <= shard_conditions <= SHARD_CONDITIONS:
+            raise EngineError(f"shard size must be 1..{SHARD_CONDITIONS}")
+        self._rules = {r.id: r for r in rules}
+        self._order = {r.id: i for i, r in enumerate(rules)}
+        self._lock = threading.Lock()
+        self._fired: list[str] = []
+        self._host = _QuietHost()
+        self._sids = itertools.count()
+        # route -> layers -> shard ruleset names
+        self._plan: dict[str | None, list[list[str]]] = {}
+        definitions: dict[str, dict] = {}
+        routes = sorted({route for r in rules for route in r.routes})
+        for route in routes:
+            route_layers = []
+            for layer in layers(rules):
+                shards = []
+                for shard in _shards([r for r in layer if route in r.routes], shard_conditions):
+                    name = f"s{next(_names)}"
+                    definitions[name] = self._ruleset(shard)
+                    shards.append(name)
+                route_layers.append(shards)
+            self._plan[route] = route_layers
+        self.shard_count = len(definitions)
+        try:
+            self._host.register_rulesets(definitions)
+        except Exception as exc:  # the C extension raises bare Exceptions
+            raise EngineError(f"durable-rules could not compile the ruleset: {exc}") from exc
+
+    def _ruleset(self, alternatives: list[tuple[Rule, list[C.Condition]]]) -> dict:
+        definition: dict[str, Any] = {}
+        for index, (rule, conjunction) in enumerate(alternatives):
+            expr = {"$and": [{MARKER: 1}] + [_literal(c) for c in conjunction]}
+            definition[f"r{index}"] = {"all": [{"m": expr}], "run": self._action(rule.id)}
+        definition["catch_all"] = {"all": [{"m": {MARKER: 1}}], "run": _ignore}
+        return definition
+
+    def _action(self, rule_id: str):
+        def fired(_closure) -> None:
+            self._fired.append(rule_id)
+        return fired
+
+    def match(self, intake: dict, as_of: dt.datetime) -> Match:
+        route, indication = partition_key(intake)
+        fact = build_fact(intake, as_of)
+        concluded: list[str] = []
+        fired_rules: set[str] = set()
+        with self._lock:
+            for shards in self._plan.get(route, []):
+                self._fired = []
+                for name in shards:
+                    sid = str(next(self._sids))
+                    fact["sid"] = sid
+                    try:
+                        self._host.assert_fact(name, fact)
+                    except Exception as exc:
+                        raise EngineError(f"durable-rules could not evaluate (ruleset {name}): {exc}") from exc
+                    finally:
+                        self._host.delete_state(name, sid)
+                new = {rid for rid in self._fired if self._rules[rid].applies(route, indication)}
+                fired_rules |= new
+                for rid in sorted(new, key=self._order.__getitem__):
+                    if self._rules[rid].concludes:
+                        concluded.append(self._rules[rid].concludes)
+                        fact[FINDINGS].append(self._rules[rid].concludes)
+        ordered = sorted(fired_rules, key=self._order.__getitem__)
+        findings = tuple(self._rules[rid].concludes for rid in ordered if self._rules[rid].concludes)
+        return Match(tuple(ordered), findings)
+
+
+def _ignore(_closure) -> None:
+    return None
+
+
+def _shards(rules: list[Rule], size: int) -> list[list[tuple[Rule, list[C.Condition]]]]:
+    """Pack rules' alternatives into shards of at most ``size``, never splitting a rule."""
+    shards: list[list] = []
+    current: list = []
+    for rule in rules:
+        alternatives = [(rule, conj) for conj in C.to_dnf(C.to_nnf(rule.when))]
+        if len(alternatives) > size:
+            raise EngineError(f"rule '{rule.id}' has {len(alternatives)} alternatives; at most {size} fit the engine")
+        if len(current) + len(alternatives) > size:
+            shards.append(current)
+            current = []
+        current.extend(alternatives)
+    if current:
+        shards.append(current)
+    return shards
+
+
+_ORDER_OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+
+
+def _literal(cond: C.Condition, prefix: str = "") -> dict:
+    if isinstance(cond, C.Finding):
+        if cond.negated:
+            return {"$iall": {FINDINGS: {"$neq": {"$i": cond.name}}}}
+        return {"$iany": {FINDINGS: {"$i": cond.name}}}
+    if isinstance(cond, C.AllOf):
+        return {"$and": [_literal(i, prefix) for i in cond.items]}
+    if isinstance(cond, C.AnyOf):
+        return {"$or": [_literal(i, prefix) for i in cond.items]}
+    path = prefix + cond.path
+    op, value = cond.op, cond.operand
+    if op == "eq":
+        return {path: value}
+    if op == "ne":
+        return {"$neq": {path: value}}
+    if op in _ORDER_OPS:
+        return {_ORDER_OPS[op]: {path: value}}
+    if op == "in":
+        return {"$or": [{path: v} for v in value]}
+    if op == "not_in":
+        return {"$and": [{"$neq": {path: v}} for v in value]}
+    if op == "exists":
+        return {"$ex" if value else "$nex": {path: 1}}
+    if op in C.DATE_OPS:
+        derived = path + (C.DAYS_SUFFIX if op.endswith("_days") else C.MONTHS_SUFFIX)
+        return {"$lte" if op.startswith("within") else "$gt": {derived: value}}
+    if op == "empty":
+        return {path + COUNT_SUFFIX: 0}
+    if op == "any_item":
+        return {"$iany": {path: _literal(value, "$i.")}}
+    if op == "all_items":
+        return {"$iall": {path: _literal(value, "$i.")}}
+    raise EngineError(f"operator '{op}' has no durable-rules form")

@@ -1,0 +1,375 @@
+"""Rule conditions: the parsed form of a rule's ``when``, and their meaning.
+
+The same tree is compiled for the production engine (``service.engine``) and evaluated here in
+plain Python to explain a decision: which leaves held, with which values. The two must agree;
+the test suite checks that they do on every shipped example.
+
+Semantics that editors rely on: a comparison on an absent or null field is false (``ne`` and
+``not_in`` too), and ``not`` is pushed down to the leaves, so it never turns "unknown" into
+"true". Use ``exists`` to speak about unknown values.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Union
+
+from dateutil.relativedelta import relativedelta
+
+COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte")
+MEMBERSHIP = ("in", "not_in")
+DATE_OPS = ("within_days", "within_months", "older_than_days", "older_than_months")
+OPERATORS = COMPARISONS + MEMBERSHIP + ("exists",) + DATE_OPS + ("any_item",)
+
+NEGATION = {
+    "eq": "ne", "ne": "eq", "gt": "lte", "lte": "gt", "gte": "lt", "lt": "gte",
+    "in": "not_in", "not_in": "in",
+    "within_days": "older_than_days", "older_than_days": "within_days",
+    "within_months": "older_than_months", "older_than_months": "within_months",
+}
+
+# Derived properties that the fact builder adds beside each date field.
+DAYS_SUFFIX = "__days_ago"
+MONTHS_SUFFIX = "__months_ago"
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """``path <op> operand``. For ``any_item``/``all_items`` the operand is a condition over one item."""
+
+    path: str
+    op: str
+    operand: Any = None
+    # Where the leaf stands in its file, for lint messages: (line, column).
+    pos: tuple[int, int] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple["Condition", ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple["Condition", ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: "Condition"
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    negated: bool = False
+    pos: tuple[int, int] | None = field(default=None, compare=False)
+
+
+Condition = Union[Leaf, AllOf, AnyOf, Not, Finding]
+
+
+class ConditionSyntaxError(ValueError):
+    """A ``when`` block that is not a condition. ``where`` is the key path inside the condition."""
+
+    def __init__(self, message: str, where: tuple = ()):
+        super().__init__(message)
+        self.where = where
+
+
+def parse(raw: Any, where: tuple = (), positions: dict | None = None, base: tuple = ()) -> Condition:
+    """Parse the YAML form of a condition. ``positions`` maps document paths to (line, col)."""
+    pos = (positions or {}).get(base + where)
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ConditionSyntaxError(
+            "a condition is a mapping with exactly one key: all, any, not, finding, or a field path", where
+        )
+    (key, value), = raw.items()
+    if key in ("all", "any"):
+        if not isinstance(value, list) or not value:
+            raise ConditionSyntaxError(f"'{key}' takes a non-empty list of conditions", where + (key,))
+        items = tuple(parse(v, where + (key, i), positions, base) for i, v in enumerate(value))
+        return AllOf(items) if key == "all" else AnyOf(items)
+    if key == "not":
+        return Not(parse(value, where + ("not",), positions, base))
+    if key == "finding":
+        if not isinstance(value, str) or not value:
+            raise ConditionSyntaxError("'finding' takes the name of a finding", where + ("finding",))
+        return Finding(value, pos=pos)
+    if not isinstance(key, str):
+        raise ConditionSyntaxError(f"{key!r} is not a field path", where)
+    return _parse_leaf(key, value, where, positions, base)
+
+
+def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base: tuple) -> Condition:
+    if not isinstance(ops, dict) or not ops:
+        raise ConditionSyntaxError(
+            f"field '{path}' takes a mapping of operators, e.g. {{gt: 140}}; operators: {', '.join(OPERATORS)}",
+            where + (path,),
+        )
+    leaves = []
+    for op, operand in ops.items():
+        at = where + (path, op)
+        pos = (positions or {}).get(base + at)
+        if op not in OPERATORS:
+            raise ConditionSyntaxError(f"unknown operator '{op}'; operators: {', '.join(OPERATORS)}", at)
+        if op == "any_item":
+            operand = parse(operand, at, positions, base)
+        elif op in MEMBERSHIP:
+            if not isinstance(operand, list) or not operand:
+                raise ConditionSyntaxError(f"'{op}' takes a non-empty list", at)
+            if any(isinstance(v, (dict, list)) or v is None for v in operand):
+                raise ConditionSyntaxError(f"'{op}' takes a list of plain values", at)
+            operand = tuple(operand)
+        elif op == "exists":
+            if not isinstance(operand, bool):
+                raise ConditionSyntaxError("'exists' takes true or false", at)
+        elif op in DATE_OPS:
+            if isinstance(operand, bool) or not isinstance(operand, int) or operand < 0:
+                raise ConditionSyntaxError(f"'{op}' takes a whole number of days or months, 0 or more", at)
+        elif isinstance(operand, (dict, list)) or operand is None:
+            raise ConditionSyntaxError(f"'{op}' takes a plain value (number, text, true/false)", at)
+        leaves.append(Leaf(path, op, operand, pos))
+    return leaves[0] if len(leaves) == 1 else AllOf(tuple(leaves))
+
+
+# --- structure -------------------------------------------------------------------------------
+
+def walk(cond: Condition) -> Iterator[Condition]:
+    """Every node of the tree, depth first; ``any_item`` bodies included."""
+    yield cond
+    if isinstance(cond, (AllOf, AnyOf)):
+        for item in cond.items:
+            yield from walk(item)
+    elif isinstance(cond, Not):
+        yield from walk(cond.item)
+    elif isinstance(cond, Leaf) and cond.op == "any_item":
+        yield from walk(cond.operand)
+
+
+def fields_read(cond: Condition, prefix: str = "") -> list[str]:
+    """Intake paths a condition reads, in order of appearance; item fields as ``array.field``."""
+    out: list[str] = []
+
+    def visit(c: Condition, pre: str) -> None:
+        if isinstance(c, (AllOf, AnyOf)):
+            for i in c.items:
+                visit(i, pre)
+        elif isinstance(c, Not):
+            visit(c.item, pre)
+        elif isinstance(c, Leaf):
+            path = pre + c.path
+            if path not in out:
+                out.append(path)
+            if c.op == "any_item":
+                visit(c.operand, path + ".")
+
+    visit(cond, prefix)
+    return out
+
+
+def findings_used(cond: Condition) -> list[str]:
+    return [c.name for c in walk(cond) if isinstance(c, Finding)]
+
+
+def to_nnf(cond: Condition, negate: bool = False) -> Condition:
+    """Push negation down to the leaves (see the module docstring for why)."""
+    if isinstance(cond, Not):
+        return to_nnf(cond.item, not negate)
+    if isinstance(cond, AllOf):
+        items = tuple(to_nnf(i, negate) for i in cond.items)
+        return AnyOf(items) if negate else AllOf(items)
+    if isinstance(cond, AnyOf):
+        items = tuple(to_nnf(i, negate) for i in cond.items)
+        return AllOf(items) if negate else AnyOf(items)
+    if isinstance(cond, Finding):
+        return Finding(cond.name, cond.negated != negate, cond.pos)
+    # Leaf
+    if cond.op == "any_item":
+        if negate:
+            return Leaf(cond.path, "all_items", to_nnf(cond.operand, True), cond.pos)
+        return Leaf(cond.path, "any_item", to_nnf(cond.operand), cond.pos)
+    if not negate:
+        return cond
+    if cond.op == "exists":
+        return Leaf(cond.path, "exists", not cond.operand, cond.pos)
+    return Leaf(cond.path, NEGATION[cond.op], cond.operand, cond.pos)
+
+
+def to_dnf(cond: Condition) -> list[list[Condition]]:
+    """OR of ANDs over an NNF tree. ``in`` expands to one alternative per value, and an
+    ``any_item`` over an OR splits into one ``any_item`` per alternative, so that every
+    alternative is a plain conjunction (one engine condition)."""
+    if isinstance(cond, AnyOf):
+        return [conj for item in cond.items for conj in to_dnf(item)]
+    if isinstance(cond, AllOf):
+        result: list[list[Condition]] = [[]]
+        for item in cond.items:
+            result = [left + right for left in result for right in to_dnf(item)]
+        return result
+    if isinstance(cond, Leaf):
+        if cond.op == "in":
+            return [[Leaf(cond.path, "eq", v, cond.pos)] for v in cond.operand]
+        if cond.op == "not_in":
+            return [[Leaf(cond.path, "ne", v, cond.pos) for v in cond.operand]]
+        if cond.op == "any_item":
+            return [[Leaf(cond.path, "any_item", AllOf(tuple(conj)), cond.pos)] for conj in to_dnf(cond.operand)]
+        if cond.op == "all_items":
+            # Every item satisfies C: true for an empty list too, which the engine's item
+            # operator does not see, so "empty" is its own alternative. C stays whole inside.
+            return [[Leaf(cond.path, "empty", None, cond.pos)], [cond]]
+    return [[cond]]
+
+
+def alternatives(cond: Condition) -> int:
+    """How many engine conditions a rule compiles to: its DNF size."""
+    return len(to_dnf(to_nnf(cond)))
+
+
+# --- evaluation in Python (explanations, evidence, and the reference semantics) ---------------
+
+MISSING = object()
+
+
+def lookup(data: Any, path: str) -> Any:
+    """Value at a dotted path, or MISSING when absent or null."""
+    cur = data
+    for part in path.split("."):
+        if not isinstance(cur, dict) or cur.get(part) is None:
+            return MISSING
+        cur = cur[part]
+    return cur
+
+
+def age(value: Any, as_of: dt.datetime) -> tuple[float, float]:
+    """(days, months) elapsed from a date/datetime to ``as_of``. Months are calendar months
+    plus the remaining days as a fraction below one, so ``within_months: 12`` is exact."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        days = (as_of - value).total_seconds() / 86400.0
+        start = value.astimezone(dt.timezone.utc).date()
+    else:
+        days = float((as_of.date() - value).days)
+        start = value
+    delta = relativedelta(as_of.date(), start)
+    months = delta.years * 12 + delta.months + (delta.days / 32.0 if delta.days else 0.0)
+    if days < 0:
+        months = -months if months > 0 else months
+    return days, months
+
+
+@dataclass
+class LeafResult:
+    path: str
+    op: str
+    operand: Any
+    value: Any
+    held: bool
+
+
+def _compare(op: str, value: Any, operand: Any) -> bool:
+    if value is MISSING:
+        return False
+    try:
+        if op == "eq":
+            return value == operand and type(value) is type(operand) or (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                and isinstance(operand, (int, float)) and not isinstance(operand, bool) and value == operand)
+        if op == "ne":
+            return not _compare("eq", value, operand)
+        if op == "gt":
+            return value > operand
+        if op == "gte":
+            return value >= operand
+        if op == "lt":
+            return value < operand
+        if op == "lte":
+            return value <= operand
+        if op == "in":
+            return any(_compare("eq", value, v) for v in operand)
+        if op == "not_in":
+            return not any(_compare("eq", value, v) for v in operand)
+    except TypeError:
+        return False
+    raise ValueError(f"not a comparison: {op}")
+
+
+class Evaluator:
+    """Evaluates conditions against an intake in Python, recording every leaf it looked at."""
+
+    def __init__(self, intake: dict, as_of: dt.datetime, findings: set[str]):
+        self.intake = intake
+        self.as_of = as_of
+        self.findings = findings
+
+    def holds(self, cond: Condition, scope: Any = None, prefix: str = "", trace: list | None = None) -> bool:
+        scope = self.intake if scope is None else scope
+        if isinstance(cond, AllOf):
+            results = [self.holds(i, scope, prefix, trace) for i in cond.items]
+            return all(results)
+        if isinstance(cond, AnyOf):
+            results = [self.holds(i, scope, prefix, trace) for i in cond.items]
+            return any(results)
+        if isinstance(cond, Not):
+            # Same meaning as the engine: negation pushed down, absent stays false.
+            return self.holds(to_nnf(cond.item, True), scope, prefix, trace)
+        if isinstance(cond, Finding):
+            return (cond.name in self.findings) != cond.negated
+        return self._leaf(cond, scope, prefix, trace)
+
+    def _leaf(self, leaf: Leaf, scope: Any, prefix: str, trace: list | None) -> bool:
+        value = lookup(scope, leaf.path)
+        full = prefix + leaf.path
+        if leaf.op == "exists":
+            held = (value is not MISSING) == leaf.operand
+        elif leaf.op in ("any_item", "all_items"):
+            if value is MISSING or not isinstance(value, list):
+                held = False
+            else:
+                matches = [
+                    i for i, item in enumerate(value)
+                    if self.holds(leaf.operand, item, f"{full}[{i}].", trace)
+                ]
+                held = bool(matches) if leaf.op == "any_item" else len(matches) == len(value)
+        elif leaf.op in DATE_OPS:
+            if value is MISSING:
+                held = False
+            else:
+                days, months = age(value, self.as_of)
+                amount = days if leaf.op.endswith("_days") else months
+                held = amount <= leaf.operand if leaf.op.startswith("within") else amount > leaf.operand
+        else:
+            held = _compare(leaf.op, value, leaf.operand)
+        if trace is not None and leaf.op not in ("any_item", "all_items"):
+            trace.append(LeafResult(full, leaf.op, leaf.operand, None if value is MISSING else value, held))
+        return held
+
+    def witness(self, cond: Condition, scope: Any = None, prefix: str = "") -> list | None:
+        """The leaves that make ``cond`` hold (from every branch that holds), or None if it
+        does not hold. Findings appear as their name. This is a reason's evidence."""
+        scope = self.intake if scope is None else scope
+        if isinstance(cond, AllOf):
+            parts = [self.witness(i, scope, prefix) for i in cond.items]
+            return None if any(p is None for p in parts) else [x for p in parts for x in p]
+        if isinstance(cond, AnyOf):
+            parts = [p for p in (self.witness(i, scope, prefix) for i in cond.items) if p is not None]
+            return [x for p in parts for x in p] if parts else None
+        if isinstance(cond, Not):
+            return self.witness(to_nnf(cond.item, True), scope, prefix)
+        if isinstance(cond, Finding):
+            return ([] if cond.negated else [cond.name]) if self.holds(cond) else None
+        if cond.op in ("any_item", "all_items"):
+            value = lookup(scope, cond.path)
+            if value is MISSING or not isinstance(value, list):
+                return None
+            full = prefix + cond.path
+            parts = [self.witness(cond.operand, item, f"{full}[{i}].") for i, item in enumerate(value)]
+            held = [p for p in parts if p is not None]
+            if cond.op == "any_item" and not held or cond.op == "all_items" and len(held) != len(parts):
+                return None
+            return [x for p in held for x in p]
+        trace: list[LeafResult] = []
+        return trace if self._leaf(cond, scope, prefix, trace) else None

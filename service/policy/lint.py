@@ -1,0 +1,208 @@
+"""Semantic checks of a rule pack against the intake schema.
+
+Structure errors come from the loader; this module answers "does the rule mean what the
+editor thinks": paths that exist, values of the right type and enum, templates that name only
+what the rule reads, findings that are defined, used and acyclic, rules small enough for the
+engine.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+
+from schemas.intake import FieldInfo, catalogue
+from service.policy import conditions as C
+from service.policy.model import Rule, RulePack
+from service.policy.problems import Problem
+
+# One rule may compile to at most this many engine conditions (see service.engine.durable).
+MAX_ALTERNATIVES = 63
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+PLACEHOLDER_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+
+_NUMERIC = ("gt", "gte", "lt", "lte")
+
+
+def lint(pack: RulePack) -> list[Problem]:
+    fields = catalogue()
+    problems: list[Problem] = []
+    seen: dict[str, Rule] = {}
+    for rule in pack.rules:
+        if rule.id in seen:
+            problems.append(Problem(rule.where("id"), f"duplicate rule id; first defined at {seen[rule.id].location}", rule.id, code="duplicate-id"))
+        else:
+            seen[rule.id] = rule
+        problems.extend(_lint_rule(rule, fields))
+    problems.extend(_lint_findings(pack))
+    problems.extend(_lint_tests(pack))
+    return problems
+
+
+def _suggest(path: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _lint_rule(rule: Rule, fields: dict[str, FieldInfo]) -> list[Problem]:
+    out: list[Problem] = []
+
+    def err(message: str, *key, code: str, level: str = "error", pos=None) -> None:
+        loc = rule.where(*key)
+        if pos:
+            loc = type(loc)(loc.file, pos[0], pos[1])
+        out.append(Problem(loc, message, rule.id, level, code))
+
+    if not rule.citation:
+        err("rule has no citation: every rule must name its source (or say 'software default')", "id", code="citation")
+    _lint_condition(rule.when, fields, "", err)
+    for i, path in enumerate(rule.requires):
+        if path not in fields:
+            err(f"requires unknown field '{path}'{_suggest(path, list(fields))}", "requires", i, code="unknown-field")
+        elif fields[path].kind == "object":
+            err(f"requires '{path}', a group: name the fields inside it", "requires", i, code="unknown-field")
+    read = C.fields_read(rule.when)
+    for i, path in enumerate(rule.requires):
+        if path in fields and path not in read:
+            err(f"requires '{path}' but the condition never reads it", "requires", i, code="unused-require", level="warning")
+    for name in (rule.message or "", rule.title):
+        for match in PLACEHOLDER.finditer(name):
+            placeholder = match.group(1).strip()
+            if not PLACEHOLDER_PATH.match(placeholder):
+                err(f"message placeholder '{{{placeholder}}}' is not a field path: only {{dotted.path}} is allowed", "message", code="template")
+            elif placeholder not in read:
+                err(f"message names '{placeholder}', which the rule does not read; it reads: {', '.join(read) or 'nothing'}", "message", code="template")
+    n = C.alternatives(rule.when)
+    if n > MAX_ALTERNATIVES:
+        err(f"condition expands to {n} alternatives (OR of ANDs, an 'in' list counting one per value); "
+            f"the limit is {MAX_ALTERNATIVES}: split the rule or define a finding", "when", code="too-complex")
+    return out
+
+
+def _lint_condition(cond: C.Condition, fields: dict[str, FieldInfo], prefix: str, err) -> None:
+    if isinstance(cond, (C.AllOf, C.AnyOf)):
+        for item in cond.items:
+            _lint_condition(item, fields, prefix, err)
+        return
+    if isinstance(cond, C.Not):
+        _lint_condition(cond.item, fields, prefix, err)
+        return
+    if isinstance(cond, C.Finding):
+        return
+    leaf = cond
+    full = prefix + leaf.path
+    info = fields.get(leaf.path)
+    if info is None:
+        known = [prefix + k for k in fields]
+        err(f"unknown field '{full}'{_suggest(full, known)}", "when", code="unknown-field", pos=leaf.pos)
+        return
+    kind = info.kind
+    op = leaf.op
+    if kind == "object":
+        err(f"'{full}' is a group of fields; compare the fields inside it", "when", code="type", pos=leaf.pos)
+        return
+    if op == "any_item":
+        if kind != "list" or not info.items:
+            err(f"'any_item' needs a list of records; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
+        else:
+            _lint_condition(leaf.operand, info.items, full + ".", err)
+        return
+    if kind == "list":
+        if op not in ("exists",):
+            err(f"'{full}' is a list: use any_item (or exists)", "when", code="type", pos=leaf.pos)
+        return
+    if op == "exists":
+        return
+    if op in C.DATE_OPS:
+        if kind not in ("date", "datetime"):
+            err(f"'{op}' needs a date field; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
+        return
+    if kind in ("date", "datetime"):
+        err(f"compare dates with within_days/within_months/older_than_days/older_than_months, not '{op}'", "when", code="type", pos=leaf.pos)
+        return
+    values = leaf.operand if op in C.MEMBERSHIP else (leaf.operand,)
+    for value in values:
+        problem = _type_problem(kind, value)
+        if problem:
+            err(f"'{full}' {op} {value!r}: {problem}", "when", code="type", pos=leaf.pos)
+        elif info.choices and value not in info.choices:
+            err(f"'{value}' is not a value of '{full}'{_suggest(str(value), list(info.choices))} (allowed: {', '.join(info.choices)})",
+                "when", code="enum", pos=leaf.pos)
+    if op in _NUMERIC and kind not in ("int", "number"):
+        err(f"'{op}' orders numbers; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
+
+
+def _type_problem(kind: str, value) -> str | None:
+    if kind == "bool" and not isinstance(value, bool):
+        return "the field is true/false"
+    if kind in ("int", "number") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return "the field is a number"
+    if kind == "str" and not isinstance(value, str):
+        return "the field is text"
+    return None
+
+
+def _lint_findings(pack: RulePack) -> list[Problem]:
+    out: list[Problem] = []
+    defined: dict[str, Rule] = {}
+    for rule in pack.rules:
+        if rule.concludes:
+            if rule.concludes in defined:
+                out.append(Problem(rule.where("concludes"), f"finding '{rule.concludes}' is already concluded by rule '{defined[rule.concludes].id}'", rule.id, code="finding"))
+            defined.setdefault(rule.concludes, rule)
+    used: set[str] = set()
+    for rule in pack.rules:
+        for node in C.walk(rule.when):
+            if isinstance(node, C.Finding):
+                used.add(node.name)
+                if node.name not in defined:
+                    loc = rule.where("when")
+                    if node.pos:
+                        loc = type(loc)(loc.file, *node.pos)
+                    out.append(Problem(loc, f"finding '{node.name}' is not concluded by any rule{_suggest(node.name, list(defined))}", rule.id, code="finding"))
+    for name, rule in defined.items():
+        if name not in used:
+            out.append(Problem(rule.where("concludes"), f"finding '{name}' is concluded but no rule uses it", rule.id, "warning", "unused-finding"))
+    for cycle in find_cycles(pack):
+        rule = defined[cycle[0]]
+        out.append(Problem(rule.where("concludes"), "findings form a cycle: " + " -> ".join(cycle + [cycle[0]]), rule.id, code="finding-cycle"))
+    return out
+
+
+def finding_graph(pack: RulePack) -> dict[str, set[str]]:
+    """finding -> findings its concluding rule uses."""
+    return {r.concludes: set(C.findings_used(r.when)) for r in pack.rules if r.concludes}
+
+
+def find_cycles(pack: RulePack) -> list[list[str]]:
+    graph = finding_graph(pack)
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "active"
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == "active":
+                cycles.append(stack[stack.index(nxt):] if nxt in stack else [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def _lint_tests(pack: RulePack) -> list[Problem]:
+    ids = {r.id for r in pack.rules}
+    findings = {r.concludes for r in pack.rules if r.concludes}
+    out = []
+    for case in pack.tests:
+        for rid in case.expect.get("reasons", []):
+            if rid not in ids:
+                out.append(Problem(case.location, f"test '{case.name}' expects unknown rule '{rid}'{_suggest(rid, list(ids))}", code="test"))
+        for name in case.expect.get("findings", []):
+            if name not in findings:
+                out.append(Problem(case.location, f"test '{case.name}' expects unknown finding '{name}'", code="test"))
+    return out

@@ -1,0 +1,251 @@
+"""Read a rule pack directory: pack.yaml, rule files, fixtures.yaml and *_test.yaml.
+
+Every file is read and every problem collected before giving up, so that an editor sees them
+all at once. Semantic checks live in ``lint``; ``load_pack`` runs both and refuses a pack
+with errors.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from marshmallow import ValidationError
+
+from schemas.intake import INDICATIONS, ROUTES
+from schemas.rulefile import (FixturesFileSchema, PackSchema, RuleFileSchema, RuleSchema, TestCaseSchema,
+                              TestFileSchema)
+from service.policy import conditions, yamlsrc
+from service.policy.model import Location, Rule, RulePack, TestCase
+from service.policy.problems import Problem, RulePackError
+
+PACK_FILE = "pack.yaml"
+FIXTURES_FILE = "fixtures.yaml"
+TEST_SUFFIX = "_test.yaml"
+
+
+class _Collector:
+    def __init__(self, root: Path):
+        self.root = root
+        self.problems: list[Problem] = []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root.parent if self.root.is_dir() else self.root.parent))
+        except ValueError:
+            return str(path)
+
+    def add(self, path: Path, positions: yamlsrc.Positions | None, key: tuple, message: str,
+            rule_id: str | None = None, level: str = "error", code: str = "schema") -> None:
+        line, col = yamlsrc.position(positions or {}, key)
+        self.problems.append(Problem(Location(self.rel(path), line, col), message, rule_id, level, code))
+
+    def read(self, path: Path) -> tuple[Any, yamlsrc.Positions] | None:
+        try:
+            return yamlsrc.load(path)
+        except yamlsrc.SourceError as exc:
+            self.problems.append(Problem(Location(self.rel(path), exc.line, exc.column), str(exc), code="yaml"))
+        except OSError as exc:
+            self.problems.append(Problem(Location(self.rel(path)), f"cannot read: {exc.strerror}", code="io"))
+        return None
+
+    def schema_errors(self, path: Path, positions: yamlsrc.Positions, base: tuple, messages: Any,
+                      rule_id: str | None = None) -> None:
+        for key, message in _flatten(messages):
+            self.add(path, positions, base + key, f"{'.'.join(map(str, key)) or 'file'}: {message}", rule_id)
+
+
+def _flatten(messages: Any, prefix: tuple = ()) -> list[tuple[tuple, str]]:
+    """marshmallow's nested error dict -> [(key path, message)]."""
+    if isinstance(messages, dict):
+        out = []
+        for k, v in messages.items():
+            key = prefix if k == "_schema" else prefix + (k,)
+            out.extend(_flatten(v, key))
+        return out
+    if isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            return [(prefix, m) for m in messages]
+        return [x for m in messages for x in _flatten(m, prefix)]
+    return [(prefix, str(messages))]
+
+
+def pack_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(rule files, test files) in a pack directory, in name order."""
+    files = sorted(p for p in root.glob("*.yaml") if p.is_file())
+    rule_files = [p for p in files if p.name not in (PACK_FILE, FIXTURES_FILE) and not p.name.endswith(TEST_SUFFIX)]
+    test_files = [p for p in files if p.name.endswith(TEST_SUFFIX)]
+    return rule_files, test_files
+
+
+def read_pack(root: Path | str) -> tuple[RulePack | None, list[Problem]]:
+    """Parse a pack and check its structure. Returns the pack (None if unusable) and problems."""
+    root = Path(root)
+    col = _Collector(root)
+    if not root.is_dir():
+        col.problems.append(Problem(Location(str(root)), "not a rule pack directory", code="io"))
+        return None, col.problems
+    meta = _read_meta(root / PACK_FILE, col)
+    rules: list[Rule] = []
+    rule_files, test_files = pack_files(root)
+    if not rule_files:
+        col.problems.append(Problem(Location(col.rel(root)), "no rule files (*.yaml) in the pack", code="io"))
+    for path in rule_files:
+        rules.extend(_read_rule_file(path, col))
+    fixtures = _read_fixtures(root / FIXTURES_FILE, col)
+    tests: list[TestCase] = []
+    for path in test_files:
+        tests.extend(_read_test_file(path, fixtures, col))
+    if meta is None:
+        return None, col.problems
+    pack = RulePack(
+        name=meta["name"], version=meta["version"], description=meta.get("description", ""),
+        rules=tuple(rules), source=str(root), fixtures=fixtures, tests=tests,
+        test_as_of=meta.get("test_defaults", {}).get("as_of"),
+    )
+    return pack, col.problems
+
+
+def load_pack(root: Path | str) -> RulePack:
+    """A pack ready to compile: structure and lint both clean (warnings allowed)."""
+    from service.policy.lint import lint  # lint imports the loader's helpers
+
+    pack, problems = read_pack(root)
+    if pack is not None:
+        problems = problems + lint(pack)
+    if pack is None or any(p.level == "error" for p in problems):
+        raise RulePackError(problems)
+    return pack
+
+
+def _read_meta(path: Path, col: _Collector) -> dict | None:
+    if not path.exists():
+        col.problems.append(Problem(Location(col.rel(path)), "missing pack.yaml (name and version of the pack)", code="io"))
+        return None
+    loaded = col.read(path)
+    if loaded is None:
+        return None
+    data, positions = loaded
+    try:
+        return PackSchema().load(data if isinstance(data, dict) else {"_": data})
+    except ValidationError as exc:
+        col.schema_errors(path, positions, (), exc.messages)
+        return None
+
+
+def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
+    loaded = col.read(path)
+    if loaded is None:
+        return []
+    data, positions = loaded
+    try:
+        RuleFileSchema().load(data if isinstance(data, dict) else {"rules": data})
+    except ValidationError as exc:
+        col.schema_errors(path, positions, (), exc.messages)
+        return []
+    rules = []
+    for index, raw in enumerate(data["rules"]):
+        base = ("rules", index)
+        rule_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        try:
+            loaded_rule = RuleSchema().load(raw)
+        except ValidationError as exc:
+            col.schema_errors(path, positions, base, exc.messages, rule_id)
+            continue
+        try:
+            when = conditions.parse(loaded_rule["when"], (), positions, base + ("when",))
+        except conditions.ConditionSyntaxError as exc:
+            col.add(path, positions, base + ("when",) + exc.where, f"when: {exc}", rule_id)
+            continue
+        applies = loaded_rule.get("applies_to", {})
+        line, column = yamlsrc.position(positions, base)
+        rules.append(Rule(
+            id=loaded_rule["id"], title=loaded_rule["title"], when=when,
+            routes=tuple(applies.get("routes", ROUTES)), indications=tuple(applies.get("indications", INDICATIONS)),
+            requires=tuple(loaded_rule["requires"]), effect=loaded_rule.get("effect"),
+            concludes=loaded_rule.get("concludes"), severity=loaded_rule.get("severity"),
+            priority=loaded_rule["priority"], message=loaded_rule.get("message"),
+            citation=loaded_rule.get("citation"), description=loaded_rule.get("description"),
+            location=Location(col.rel(path), line, column), canonical=loaded_rule,
+            positions={k[len(base):]: v for k, v in positions.items() if k[:len(base)] == base},
+        ))
+    return rules
+
+
+def _read_fixtures(path: Path, col: _Collector) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    loaded = col.read(path)
+    if loaded is None:
+        return {}
+    data, positions = loaded
+    try:
+        return FixturesFileSchema().load(data if isinstance(data, dict) else {"fixtures": data})["fixtures"]
+    except ValidationError as exc:
+        col.schema_errors(path, positions, (), exc.messages)
+        return {}
+
+
+def _read_test_file(path: Path, fixtures: dict, col: _Collector) -> list[TestCase]:
+    loaded = col.read(path)
+    if loaded is None:
+        return []
+    data, positions = loaded
+    try:
+        TestFileSchema().load(data if isinstance(data, dict) else {"cases": data})
+    except ValidationError as exc:
+        col.schema_errors(path, positions, (), exc.messages)
+        return []
+    cases = []
+    for index, raw in enumerate(data["cases"]):
+        base = ("cases", index)
+        try:
+            case = TestCaseSchema().load(raw)
+        except ValidationError as exc:
+            col.schema_errors(path, positions, base, exc.messages)
+            continue
+        if case.get("base") and case["base"] not in fixtures:
+            col.add(path, positions, base + ("base",), f"unknown fixture '{case['base']}'; fixtures: {', '.join(sorted(fixtures)) or 'none'}", code="test")
+            continue
+        intake = deep_merge(copy.deepcopy(fixtures.get(case.get("base"), {})), case["intake"])
+        for dotted in case["remove"]:
+            remove_path(intake, dotted)
+        line, column = yamlsrc.position(positions, base)
+        cases.append(TestCase(case["name"], Location(col.rel(path), line, column), _jsonable(intake),
+                              case["expect"], case.get("as_of")))
+    return cases
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Mappings merge key by key; lists and scalars replace."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def remove_path(data: dict, dotted: str) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for part in parts[:-1]:
+        cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur is None:
+            return
+    if isinstance(cur, dict):
+        cur.pop(parts[-1], None)
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML reads 2026-11-20 as a date; intakes arrive as JSON text, so tests use the same."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value

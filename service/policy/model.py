@@ -1,0 +1,105 @@
+"""A loaded rule pack: rules, their source locations, fixtures and test cases."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.intake import INDICATIONS, ROUTES
+from service.policy.conditions import Condition
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        parts = [self.file]
+        if self.line:
+            parts.append(str(self.line))
+            if self.column:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    when: Condition
+    routes: tuple[str, ...] = ROUTES
+    indications: tuple[str, ...] = INDICATIONS
+    requires: tuple[str, ...] = ()
+    effect: str | None = None  # exclude | review; None for a finding rule
+    concludes: str | None = None
+    severity: str | None = None
+    priority: str = "routine"
+    message: str | None = None
+    citation: str | None = None
+    description: str | None = None
+    location: Location | None = field(default=None, compare=False)
+    # (line, column) of the rule's keys and list items, e.g. ("requires", 0), for lint messages.
+    positions: dict = field(default_factory=dict, compare=False, repr=False)
+    # The rule as the editor wrote it, normalised: what the digest is computed over.
+    canonical: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, *key) -> Location:
+        line, column = self.positions.get(tuple(key), (None, None))
+        if line is None and self.location:
+            return self.location
+        return Location(self.location.file if self.location else "?", line, column)
+
+    def applies(self, route: str | None, indication: str | None) -> bool:
+        return route in self.routes and indication in self.indications
+
+    @property
+    def is_finding(self) -> bool:
+        return self.concludes is not None
+
+
+@dataclass(frozen=True)
+class TestCase:
+    name: str
+    location: Location
+    intake: dict
+    expect: dict
+    as_of: dt.datetime | None = None
+
+
+@dataclass
+class RulePack:
+    name: str
+    version: str
+    rules: tuple[Rule, ...]
+    description: str = ""
+    source: str = ""
+    fixtures: dict[str, Any] = field(default_factory=dict)
+    tests: list[TestCase] = field(default_factory=list)
+    test_as_of: dt.datetime | None = None
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = compute_digest(self.name, self.rules)
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def summary(self) -> dict:
+        return {"name": self.name, "version": self.version, "digest": self.digest}
+
+
+def compute_digest(name: str, rules: tuple[Rule, ...]) -> str:
+    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it."""
+    body = json.dumps(
+        {"name": name, "rules": [r.canonical for r in rules]},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+    )
+    return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()

@@ -1,0 +1,96 @@
+"""YAML that remembers where each value stood, so that problems name file, line and column."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# A rule file is small; a document this large is a mistake or an attack (alias bombs).
+MAX_NODES = 200_000
+MAX_BYTES = 2 * 1024 * 1024
+
+Positions = dict[tuple, tuple[int, int]]
+
+
+class SourceError(ValueError):
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    pass
+
+
+def load(path: Path) -> tuple[Any, Positions]:
+    """Parse one YAML file into plain data and a map from key paths to (line, column)."""
+    raw = path.read_bytes()
+    if len(raw) > MAX_BYTES:
+        raise SourceError(f"file is larger than {MAX_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return loads(text)
+
+
+def loads(text: str) -> tuple[Any, Positions]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise SourceError(
+            f"not valid YAML: {exc.problem or exc.context}",
+            mark.line + 1 if mark else None,
+            mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SourceError(f"not valid YAML: {exc}") from None
+    positions: Positions = {}
+    if node is None:
+        return None, positions
+    constructor = _Constructor()
+    budget = [MAX_NODES]
+    return _build(node, (), positions, constructor, budget), positions
+
+
+def _build(node: yaml.Node, path: tuple, positions: Positions, constructor: _Constructor, budget: list) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SourceError("document too large (too many values; anchors and aliases are expanded)")
+    positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SourceError("mapping keys must be plain text", key_node.start_mark.line + 1,
+                                  key_node.start_mark.column + 1)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise SourceError("merge keys (<<) are not supported in rule files",
+                                  key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            key = constructor.construct_object(key_node)
+            if not isinstance(key, (str, int, bool)) or key is None:
+                key = str(key)
+            if key in out:
+                raise SourceError(f"duplicate key '{key}'", key_node.start_mark.line + 1,
+                                  key_node.start_mark.column + 1)
+            out[key] = _build(value_node, path + (key,), positions, constructor, budget)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(v, path + (i,), positions, constructor, budget) for i, v in enumerate(node.value)]
+    try:
+        return constructor.construct_object(node)
+    except yaml.constructor.ConstructorError as exc:
+        raise SourceError(f"cannot read value: {exc.problem}", node.start_mark.line + 1,
+                          node.start_mark.column + 1) from None
+
+
+def position(positions: Positions, path: tuple) -> tuple[int | None, int | None]:
+    """The position of ``path`` or of its nearest ancestor that has one."""
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path[:-1]
+    return positions.get((), (None, None))

@@ -1,0 +1,156 @@
+"""screen(intake) -> Decision: the one path to a decision, for HTTP, CLI, batch and CDS Hooks.
+
+The engine says which rules fired; this module turns that into a decision with its reasons,
+evidence, missing data and, on request, an explanation of every rule.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import Any
+
+from service.decision import (ELIGIBLE, INCOMPLETE, INELIGIBLE, Decision, FindingResult, Reason,
+                              jsonable)
+from service.engine.base import partition_key
+from service.policy import conditions as C
+from service.policy.model import Rule
+from service.ruleset import Ruleset
+
+_PLACEHOLDER = re.compile(r"\{([a-z0-9_.]+)\}")
+_ITEM = re.compile(r"^(?P<array>[a-z0-9_]+)\[(?P<index>\d+)\]\.(?P<field>.+)$")
+_EFFECT_ORDER = {"exclude": 0, "review": 1}
+
+
+def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
+           explain: bool = False, decision_id: str | None = None) -> Decision:
+    """Decide on one intake validated by ``schemas.intake.IntakeSchema``.
+
+    ``as_of`` is "today" for date rules and the decision's time (defaults to now, UTC).
+    """
+    as_of = as_of or dt.datetime.now(dt.timezone.utc)
+    pack = ruleset.pack
+    match = ruleset.compiled.match(intake, as_of)
+    fired = set(match.fired)
+    findings = set(match.findings)
+    route, indication = partition_key(intake)
+    evaluator = C.Evaluator(intake, as_of, findings)
+
+    # A finding that could not be decided makes every rule that uses it undecided too.
+    unknown_findings: dict[str, list[str]] = {}
+    finding_results: dict[str, FindingResult] = {}
+    missing: list[str] = []
+    reasons: list[Reason] = []
+    explanation: list[dict] | None = [] if explain else None
+
+    for rule in pack.rules:
+        applicable = rule.applies(route, indication)
+        if not applicable:
+            if explain:
+                explanation.append({"rule_id": rule.id, "status": "not_applicable"})
+            continue
+        absent: list[str] = []
+        if rule.id in fired:
+            evidence, used = _evidence(rule, evaluator, finding_results)
+            if rule.concludes:
+                finding_results[rule.concludes] = FindingResult(rule.concludes, rule.id, rule.title, evidence)
+            else:
+                reasons.append(Reason(
+                    rule.id, rule.title, rule.effect, rule.severity, rule.priority,
+                    render(rule.message or rule.title, intake, evidence), evidence, rule.citation or "", used,
+                ))
+            status = "fired"
+        else:
+            absent = [p for p in rule.requires if C.lookup(intake, p) is C.MISSING]
+            for name in C.findings_used(rule.when):
+                absent.extend(p for p in unknown_findings.get(name, []) if p not in absent)
+            if absent:
+                if rule.concludes:
+                    unknown_findings[rule.concludes] = absent
+                else:  # an undecided finding reaches the decision through the rules using it
+                    missing.extend(p for p in absent if p not in missing)
+                status = "undecided"
+            else:
+                status = "not_fired"
+        if explain:
+            explanation.append(_explain(rule, status, absent, evaluator))
+
+    reasons.sort(key=lambda r: _EFFECT_ORDER[r.effect])  # stable: pack order within an effect
+    if any(r.effect == "exclude" for r in reasons):
+        outcome = INELIGIBLE
+    elif missing:
+        outcome = INCOMPLETE
+    else:
+        outcome = ELIGIBLE
+    review = outcome != ELIGIBLE or any(r.effect == "review" for r in reasons)
+    return Decision(
+        decision_id=decision_id or str(uuid.uuid4()),
+        subject_id=intake.get("subject_id", ""),
+        decision=outcome,
+        physician_review_required=review,
+        urgent=any(r.priority == "urgent" for r in reasons),
+        reasons=reasons,
+        missing=missing,
+        findings=[finding_results[f] for f in match.findings if f in finding_results],
+        ruleset=ruleset.summary,
+        evaluated_at=as_of,
+        explanation=explanation,
+    )
+
+
+def _evidence(rule: Rule, evaluator: C.Evaluator, known: dict[str, FindingResult]) -> tuple[dict, list[str]]:
+    witness = evaluator.witness(rule.when) or []
+    evidence: dict[str, Any] = {}
+    used: list[str] = []
+    for item in witness:
+        if isinstance(item, str):  # a finding: its own evidence explains it
+            used.append(item)
+            if item in known:
+                evidence.update(known[item].evidence)
+        else:
+            evidence[item.path] = jsonable(item.value)
+    return evidence, used
+
+
+def render(template: str, intake: dict, evidence: dict) -> str:
+    """Fill ``{dotted.path}`` placeholders. An array item field (``substance_use.substance``)
+    shows the values of the items the rule matched. Nothing else is interpreted."""
+    def value_for(match: re.Match) -> str:
+        path = match.group(1)
+        value = C.lookup(intake, path)
+        if value is not C.MISSING and not isinstance(value, (dict, list)):
+            return _text(value)
+        array, _, field = path.partition(".")
+        items = sorted({int(m.group("index")) for k in evidence if (m := _ITEM.match(k)) and m.group("array") == array})
+        values = C.lookup(intake, array)
+        if field and isinstance(values, list):
+            picked = [values[i].get(field) for i in items if i < len(values)] or [v.get(field) for v in values]
+            shown = [_text(v) for v in picked if v is not None]
+            if shown:
+                return ", ".join(dict.fromkeys(shown))
+        return "unknown"
+    return _PLACEHOLDER.sub(value_for, template)
+
+
+def _text(value: Any) -> str:
+    value = jsonable(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _explain(rule: Rule, status: str, absent: list[str], evaluator: C.Evaluator) -> dict:
+    trace: list[C.LeafResult] = []
+    evaluator.holds(rule.when, trace=trace)
+    return {
+        "rule_id": rule.id,
+        "status": status,
+        "effect": rule.effect,
+        "concludes": rule.concludes,
+        "missing": absent,
+        "comparisons": [
+            {"path": t.path, "op": t.op, "operand": jsonable(list(t.operand) if isinstance(t.operand, tuple) else t.operand),
+             "value": jsonable(t.value), "held": t.held}
+            for t in trace
+        ],
+    }
