@@ -30,3 +30,20 @@ def load_ruleset(path: Path | str, backend: str = "durable") -> Ruleset:
 def default_rules_path() -> Path:
     """The shipped pack: rules/ketamine-screening beside the service package."""
     return Path(__file__).resolve().parent.parent / "rules" / "ketamine-screening"
+
+
+class RulesetHolder:
+    """The ruleset an app screens with. Swapping is one reference assignment, so a request
+    sees the old ruleset or the new one, never a mixture; each request reads ``current`` once."""
+
+    def __init__(self, ruleset: Ruleset):
+        self._current = ruleset
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> Ruleset:
+        return self._current
+
+    def swap(self, ruleset: Ruleset) -> None:
+        self._current = ruleset
+        self.last_error = None

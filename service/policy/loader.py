@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from schemas.errors import flatten_messages
 from schemas.intake import INDICATIONS, ROUTES
 from schemas.rulefile import (FixturesFileSchema, PackSchema, RuleFileSchema, RuleSchema, TestCaseSchema,
                               TestFileSchema)
@@ -52,23 +53,8 @@ class _Collector:
 
     def schema_errors(self, path: Path, positions: yamlsrc.Positions, base: tuple, messages: Any,
                       rule_id: str | None = None) -> None:
-        for key, message in _flatten(messages):
+        for key, message in flatten_messages(messages):
             self.add(path, positions, base + key, f"{'.'.join(map(str, key)) or 'file'}: {message}", rule_id)
-
-
-def _flatten(messages: Any, prefix: tuple = ()) -> list[tuple[tuple, str]]:
-    """marshmallow's nested error dict -> [(key path, message)]."""
-    if isinstance(messages, dict):
-        out = []
-        for k, v in messages.items():
-            key = prefix if k == "_schema" else prefix + (k,)
-            out.extend(_flatten(v, key))
-        return out
-    if isinstance(messages, list):
-        if all(isinstance(m, str) for m in messages):
-            return [(prefix, m) for m in messages]
-        return [x for m in messages for x in _flatten(m, prefix)]
-    return [(prefix, str(messages))]
 
 
 def pack_files(root: Path) -> tuple[list[Path], list[Path]]:

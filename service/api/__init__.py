@@ -1,0 +1,1 @@
+"""HTTP: blueprints per concern, JSON errors, request parsing. Calls screen(); knows no engine."""

@@ -1,0 +1,43 @@
+"""POST /v1/screenings: an intake in, a decision out."""
+from __future__ import annotations
+
+from flask import current_app, jsonify, request
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields
+
+from schemas.decision import DecisionSchema
+from schemas.errors import ErrorSchema
+from schemas.intake import IntakeSchema
+from service.api.jsonbody import parse_json_object
+from service.api.problems import validation_error
+from service.screening import screen
+
+blp = Blueprint("screenings", __name__, url_prefix="/v1", description="Screen an intake for ketamine treatment.")
+
+_intake_schema = IntakeSchema()
+
+
+class ScreeningQuerySchema(Schema):
+    explain = fields.Boolean(load_default=False, metadata={"description": "Report every rule's outcome."})
+
+
+@blp.route("/screenings", methods=["POST"])
+@blp.arguments(ScreeningQuerySchema, location="query", as_kwargs=True)
+@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": IntakeSchema}}})
+@blp.response(200, DecisionSchema, description="The decision, with every reason that applies.")
+@blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON.")
+@blp.alt_response(413, schema=ErrorSchema, description="Body too large.")
+@blp.alt_response(415, schema=ErrorSchema, description="Not JSON.")
+@blp.alt_response(422, schema=ErrorSchema, description="The intake is not valid; every problem by field path.")
+def create_screening(explain: bool = False):
+    """Screen one intake."""
+    settings = current_app.extensions["settings"]
+    raw = parse_json_object(request, settings.max_body_bytes, settings.max_json_depth)
+    try:
+        intake = _intake_schema.load(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, "The intake is not valid.") from None
+    ruleset = current_app.extensions["rulesets"].current
+    decision = screen(intake, ruleset, explain=explain)
+    # Returned as a ready response: the dataclass is already in the documented shape.
+    return jsonify(decision.to_dict())

@@ -1,0 +1,41 @@
+"""Configuration from the environment, in one place. Every variable is in the README table."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from service.ruleset import default_rules_path
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"configuration: {name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    rules_dir: Path = field(default_factory=default_rules_path)
+    engine_backend: str = "durable"
+    # Intakes are a few kilobytes; anything near this is a mistake or an attack.
+    max_body_bytes: int = 256 * 1024
+    max_json_depth: int = 32
+    database_url: str = ""
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        values = {
+            "rules_dir": Path(os.environ.get("SCREENING_RULES_DIR") or default_rules_path()),
+            "engine_backend": os.environ.get("SCREENING_ENGINE", "durable"),
+            "max_body_bytes": _int("SCREENING_MAX_BODY_BYTES", 256 * 1024),
+            "max_json_depth": _int("SCREENING_MAX_JSON_DEPTH", 32),
+            "database_url": os.environ.get("DATABASE_URL", ""),
+        }
+        known = {f.name for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if k in known})
+        return cls(**values)
