@@ -1,7 +1,7 @@
 """POST /v1/screenings: an intake in, a decision out."""
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields
 
@@ -39,5 +39,6 @@ def create_screening(explain: bool = False):
         raise validation_error(exc, "The intake is not valid.") from None
     ruleset = current_app.extensions["rulesets"].current
     decision = screen(intake, ruleset, explain=explain)
+    g.decision = decision  # for request logs and metrics, which never see intake values
     # Returned as a ready response: the dataclass is already in the documented shape.
     return jsonify(decision.to_dict())
