@@ -162,6 +162,10 @@ def _literal(cond: C.Condition, prefix: str = "") -> dict:
         return {"$and": [{"$neq": {path: v}} for v in value]}
     if op == "exists":
         return {"$ex" if value else "$nex": {path: 1}}
+    if op == "contains":
+        return {"$iany": {path: {"$i": value}}}
+    if op == "contains_none":
+        return {"$iall": {path: {"$and": [{"$neq": {"$i": v}} for v in value]}}}
     if op in C.DATE_OPS:
         derived = path + (C.DAYS_SUFFIX if op.endswith("_days") else C.MONTHS_SUFFIX)
         return {"$lte" if op.startswith("within") else "$gt": {derived: value}}

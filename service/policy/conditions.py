@@ -18,12 +18,13 @@ from dateutil.relativedelta import relativedelta
 
 COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte")
 MEMBERSHIP = ("in", "not_in")
+LIST_MEMBERSHIP = ("contains_any", "contains_none")  # on lists of plain values
 DATE_OPS = ("within_days", "within_months", "older_than_days", "older_than_months")
-OPERATORS = COMPARISONS + MEMBERSHIP + ("exists",) + DATE_OPS + ("any_item",)
+OPERATORS = COMPARISONS + MEMBERSHIP + LIST_MEMBERSHIP + ("exists",) + DATE_OPS + ("any_item",)
 
 NEGATION = {
     "eq": "ne", "ne": "eq", "gt": "lte", "lte": "gt", "gte": "lt", "lt": "gte",
-    "in": "not_in", "not_in": "in",
+    "in": "not_in", "not_in": "in", "contains_any": "contains_none", "contains_none": "contains_any",
     "within_days": "older_than_days", "older_than_days": "within_days",
     "within_months": "older_than_months", "older_than_months": "within_months",
 }
@@ -115,7 +116,7 @@ def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base:
             raise ConditionSyntaxError(f"unknown operator '{op}'; operators: {', '.join(OPERATORS)}", at)
         if op == "any_item":
             operand = parse(operand, at, positions, base)
-        elif op in MEMBERSHIP:
+        elif op in MEMBERSHIP + LIST_MEMBERSHIP:
             if not isinstance(operand, list) or not operand:
                 raise ConditionSyntaxError(f"'{op}' takes a non-empty list", at)
             if any(isinstance(v, (dict, list)) or v is None for v in operand):
@@ -212,6 +213,11 @@ def to_dnf(cond: Condition) -> list[list[Condition]]:
             return [[Leaf(cond.path, "eq", v, cond.pos)] for v in cond.operand]
         if cond.op == "not_in":
             return [[Leaf(cond.path, "ne", v, cond.pos) for v in cond.operand]]
+        if cond.op == "contains_any":
+            return [[Leaf(cond.path, "contains", v, cond.pos)] for v in cond.operand]
+        if cond.op == "contains_none":
+            # as all_items: an empty list contains none, which the engine must be told apart
+            return [[Leaf(cond.path, "empty", None, cond.pos)], [cond]]
         if cond.op == "any_item":
             return [[Leaf(cond.path, "any_item", AllOf(tuple(conj)), cond.pos)] for conj in to_dnf(cond.operand)]
         if cond.op == "all_items":
@@ -292,6 +298,11 @@ def _compare(op: str, value: Any, operand: Any) -> bool:
             return any(_compare("eq", value, v) for v in operand)
         if op == "not_in":
             return not any(_compare("eq", value, v) for v in operand)
+        if op in LIST_MEMBERSHIP:
+            if not isinstance(value, list):
+                return False
+            found = any(_compare("eq", item, v) for item in value for v in operand)
+            return found if op == "contains_any" else not found
     except TypeError:
         return False
     raise ValueError(f"not a comparison: {op}")

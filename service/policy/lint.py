@@ -107,8 +107,18 @@ def _lint_condition(cond: C.Condition, fields: dict[str, FieldInfo], prefix: str
             _lint_condition(leaf.operand, info.items, full + ".", err)
         return
     if kind == "list":
-        if op not in ("exists",):
-            err(f"'{full}' is a list: use any_item (or exists)", "when", code="type", pos=leaf.pos)
+        if op in C.LIST_MEMBERSHIP and not info.items:
+            for value in leaf.operand:
+                if info.choices and value not in info.choices:
+                    err(f"'{value}' is not a value of '{full}'{_suggest(str(value), list(info.choices))} (allowed: {', '.join(info.choices)})",
+                        "when", code="enum", pos=leaf.pos)
+        elif op in C.LIST_MEMBERSHIP:
+            err(f"'{op}' tests a list of plain values; '{full}' is a list of records: use any_item", "when", code="type", pos=leaf.pos)
+        elif op != "exists":
+            err(f"'{full}' is a list: use any_item, contains_any/contains_none (or exists)", "when", code="type", pos=leaf.pos)
+        return
+    if op in C.LIST_MEMBERSHIP:
+        err(f"'{op}' needs a list field; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
         return
     if op == "exists":
         return
