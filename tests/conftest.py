@@ -42,7 +42,7 @@ def validated(raw: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def app():
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(reload_interval=0))
 
 
 @pytest.fixture

@@ -1,0 +1,196 @@
+"""The impact of a rule change: which real decisions a candidate ruleset would change.
+
+Both rulesets screen the same intakes through the same screen(); the report counts the
+decisions that change, in which direction, which rules cause each change, and lists the cases.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import subprocess
+import tarfile
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from marshmallow import ValidationError
+
+from schemas.intake import IntakeSchema
+from service.decision import Decision
+from service.ruleset import Ruleset
+from service.screening import screen
+
+# From most to least permissive: a change "down" this list restricts a patient.
+OUTCOMES = ("eligible", "eligible+review", "incomplete", "ineligible")
+
+
+def outcome_label(decision: Decision) -> str:
+    if decision.decision == "eligible":
+        return "eligible+review" if decision.physician_review_required else "eligible"
+    return decision.decision
+
+
+@dataclass
+class ChangedCase:
+    ref: str
+    subject_id: str
+    before: str
+    after: str
+    added: list[str]
+    removed: list[str]
+
+
+@dataclass
+class ImpactReport:
+    current: dict
+    candidate: dict
+    total: int = 0
+    invalid: int = 0
+    transitions: Counter = field(default_factory=Counter)
+    causes: dict = field(default_factory=lambda: defaultdict(Counter))
+    cases: list[ChangedCase] = field(default_factory=list)
+    reasons_changed: int = 0
+
+    @property
+    def changed(self) -> int:
+        return sum(self.transitions.values())
+
+    def direction(self, before: str, after: str) -> str:
+        b, a = OUTCOMES.index(before), OUTCOMES.index(after)
+        return "more restrictive" if a > b else "more permissive"
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict | None]]:
+    """(reference, raw intake or None if the line is not a JSON object), streaming."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                value = None
+            yield f"line {number}", value if isinstance(value, dict) else None
+
+
+def compare(current: Ruleset, candidate: Ruleset, intakes: Iterable[tuple[str, dict | None]],
+            as_of: dt.datetime | None = None, progress: Callable[[], None] | None = None) -> ImpactReport:
+    as_of = as_of or dt.datetime.now(dt.timezone.utc)
+    schema = IntakeSchema()
+    report = ImpactReport(current.summary, candidate.summary)
+    for ref, raw in intakes:
+        if progress:
+            progress()
+        report.total += 1
+        try:
+            intake = schema.load(raw) if raw is not None else None
+        except ValidationError:
+            intake = None
+        if intake is None:
+            report.invalid += 1
+            continue
+        before = screen(intake, current, as_of=as_of, decision_id="-")
+        after = screen(intake, candidate, as_of=as_of, decision_id="-")
+        b_ids, a_ids = before.reason_ids, after.reason_ids
+        added = [r for r in a_ids if r not in b_ids]
+        removed = [r for r in b_ids if r not in a_ids]
+        b_label, a_label = outcome_label(before), outcome_label(after)
+        if b_label != a_label:
+            report.transitions[(b_label, a_label)] += 1
+            for rule_id in added + removed:
+                report.causes[(b_label, a_label)][rule_id] += 1
+            report.cases.append(ChangedCase(ref, intake.get("subject_id", ""), b_label, a_label, added, removed))
+        elif added or removed:
+            report.reasons_changed += 1
+    return report
+
+
+def checkout_revision(revision: str, pack_dir: Path) -> Path:
+    """The pack as it is at a git revision, extracted to a temporary directory."""
+    pack_dir = pack_dir.resolve()
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=pack_dir, capture_output=True,  # nosec B603 B607
+                         text=True, check=True).stdout.strip()
+    relative = pack_dir.relative_to(top)
+    archive = subprocess.run(["git", "archive", "--format=tar", revision, str(relative)], cwd=top,  # nosec B603 B607
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise ValueError(f"git cannot read {relative} at {revision}: {archive.stderr.decode().strip()}")
+    target = Path(tempfile.mkdtemp(prefix="rules-rev-"))
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target / relative
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+def _rows(report: ImpactReport) -> list[tuple[str, str, int, str, str]]:
+    rows = []
+    for (before, after), count in sorted(report.transitions.items(), key=lambda kv: -kv[1]):
+        causes = ", ".join(f"{rule} ({n})" for rule, n in report.causes[(before, after)].most_common())
+        rows.append((before, after, count, report.direction(before, after), causes))
+    return rows
+
+
+def _header(report: ImpactReport) -> list[str]:
+    c, k = report.current, report.candidate
+    return [
+        f"current:   {c['name']} {c['version']} {c['digest']}",
+        f"candidate: {k['name']} {k['version']} {k['digest']}",
+        f"intakes: {report.total} screened, {report.invalid} invalid, {report.changed} decisions change, "
+        f"{report.reasons_changed} keep their decision with different reasons",
+    ]
+
+
+def render_text(report: ImpactReport, max_cases: int = 50) -> str:
+    lines = _header(report) + [""]
+    rows = _rows(report)
+    if not rows:
+        lines.append("No decision changes.")
+    else:
+        widths = [max(len(str(r[i])) for r in rows + [("from", "to", "count", "direction", "rules")]) for i in range(4)]
+        head = ("from", "to", "count", "direction", "caused by")
+        lines.append("  ".join(str(h).ljust(widths[i]) if i < 4 else h for i, h in enumerate(head)))
+        for row in rows:
+            lines.append("  ".join(str(v).ljust(widths[i]) if i < 4 else str(v) for i, v in enumerate(row)))
+        lines.append("")
+        lines.append("Cases:")
+        for case in report.cases[:max_cases]:
+            lines.append(f"  {case.subject_id or case.ref}: {case.before} -> {case.after}"
+                         f"{'  +' + ','.join(case.added) if case.added else ''}{'  -' + ','.join(case.removed) if case.removed else ''}")
+        if len(report.cases) > max_cases:
+            lines.append(f"  … and {len(report.cases) - max_cases} more (use --format markdown or html for all)")
+    return "\n".join(lines)
+
+
+def render_markdown(report: ImpactReport) -> str:
+    out = ["# Impact of the rule change", ""] + [f"- {line}" for line in _header(report)] + [""]
+    out += ["| from | to | decisions | direction | caused by |", "|---|---|---:|---|---|"]
+    out += [f"| {b} | {a} | {n} | {d} | {c} |" for b, a, n, d, c in _rows(report)] or ["| — | — | 0 | — | — |"]
+    out += ["", "## Cases", "", "| subject | from | to | reasons added | reasons removed |", "|---|---|---|---|---|"]
+    out += [f"| {c.subject_id or c.ref} | {c.before} | {c.after} | {', '.join(c.added)} | {', '.join(c.removed)} |"
+            for c in report.cases]
+    return "\n".join(out) + "\n"
+
+
+def render_html(report: ImpactReport) -> str:
+    e = html.escape
+    head = "".join(f"<li>{e(line)}</li>" for line in _header(report))
+    rows = "".join(f"<tr><td>{e(b)}</td><td>{e(a)}</td><td>{n}</td><td>{e(d)}</td><td>{e(c)}</td></tr>"
+                   for b, a, n, d, c in _rows(report)) or '<tr><td colspan="5">No decision changes.</td></tr>'
+    cases = "".join(f"<tr><td>{e(c.subject_id or c.ref)}</td><td>{e(c.before)}</td><td>{e(c.after)}</td>"
+                    f"<td>{e(', '.join(c.added))}</td><td>{e(', '.join(c.removed))}</td></tr>" for c in report.cases)
+    return (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Impact of the rule change</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:70rem;margin:1rem auto;padding:0 1rem;color:#111}"
+        "table{border-collapse:collapse;width:100%}th,td{border:1px solid #777;padding:.3rem .5rem;text-align:left}"
+        "th{background:#e8e8e8}</style></head><body><main><h1>Impact of the rule change</h1>"
+        f"<ul>{head}</ul><h2>Changes</h2><table><thead><tr><th scope=\"col\">From</th><th scope=\"col\">To</th>"
+        "<th scope=\"col\">Decisions</th><th scope=\"col\">Direction</th><th scope=\"col\">Caused by</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table><h2>Cases</h2><table><thead><tr><th scope=\"col\">Subject</th>"
+        "<th scope=\"col\">From</th><th scope=\"col\">To</th><th scope=\"col\">Reasons added</th>"
+        f"<th scope=\"col\">Reasons removed</th></tr></thead><tbody>{cases}</tbody></table></main></body></html>\n"
+    )

@@ -1,0 +1,215 @@
+"""Safe hot reload of the rule pack in a running service.
+
+A candidate is taken from a snapshot of the rules directory (so that what is checked is what is
+loaded, even while an editor is still saving), then:
+1. read and linted — every problem collected;
+2. compiled in a child process with a deadline — a compile that does not finish in bounded time
+   is abandoned there, never in a worker that serves requests;
+3. compiled here and its rule tests run in full;
+4. swapped in with one reference assignment (see RulesetHolder).
+A candidate that fails any step is refused: the last good ruleset keeps screening, and the
+refusal is logged, shown on /readyz and counted. Each gunicorn worker runs its own watcher over
+the same directory, so every worker reaches the same digest; every decision names the digest it
+was made under. The last good pack is also kept on disk, so that a worker that (re)starts while
+the directory holds a broken pack serves the last good one instead of failing to boot.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from service.engine import EngineError
+from service.policy.problems import RulePackError
+from service.policy.testing import run_tests
+from service.ruleset import Ruleset, RulesetHolder, load_ruleset
+
+log = logging.getLogger("screening.reload")
+
+LAST_GOOD = "last-good-rules"
+# Set by the gunicorn master once it has validated the pack: from then on a worker that boots
+# on a broken directory may fall back to the last good pack rather than crash-loop.
+SERVING_ENV = "SCREENING_SERVING"
+
+
+@dataclass
+class ReloadOutcome:
+    status: str  # loaded | unchanged | refused
+    message: str
+    version: str | None = None
+    digest: str | None = None
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def snapshot(rules_dir: Path) -> Path:
+    """A private copy of the pack's files: editors may keep writing while we check."""
+    target = Path(tempfile.mkdtemp(prefix="rules-candidate-")) / rules_dir.name
+    target.mkdir()
+    for path in sorted(rules_dir.glob("*.yaml")):
+        if path.is_file():
+            shutil.copy2(path, target / path.name)
+    return target
+
+
+def signature(rules_dir: Path) -> tuple:
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in rules_dir.glob("*.yaml")))
+    except OSError:
+        return ()
+
+
+def compile_in_child(pack_dir: Path, backend: str, timeout: float) -> str | None:
+    """Compile in a separate process with a deadline. Returns a problem, or None if it compiled."""
+    code = (
+        "import sys; from service.ruleset import load_ruleset; "
+        "r = load_ruleset(sys.argv[1], sys.argv[2]); print(r.pack.digest)"
+    )
+    try:
+        done = subprocess.run(  # nosec B603 - fixed interpreter and code, paths as arguments
+            [sys.executable, "-c", code, str(pack_dir), backend],
+            capture_output=True, text=True, timeout=timeout,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+    except subprocess.TimeoutExpired:
+        return f"compiling the candidate did not finish within {timeout:g} s; it was abandoned"
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"compiling the candidate failed: {tail[0][:500]}"
+    return None
+
+
+def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float) -> tuple[Ruleset | None, list[str]]:
+    """Every check a pack must pass before it may screen anyone."""
+    try:
+        from service.policy.loader import load_pack
+
+        load_pack(pack_dir)  # lint first: cheap, and the clearest messages
+    except RulePackError as exc:
+        return None, [str(p) for p in exc.problems if p.level == "error"]
+    problem = compile_in_child(pack_dir, backend, compile_timeout)
+    if problem:
+        return None, [problem]
+    try:
+        ruleset = load_ruleset(pack_dir, backend)
+    except (RulePackError, EngineError) as exc:
+        return None, [str(exc)]
+    report = run_tests(ruleset)
+    if report.failed:
+        return None, [f"rule test failed: {r.case.location} {r.case.name}" for r in report.failed]
+    return ruleset, []
+
+
+def save_last_good(pack_dir: Path, state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".last-good-", dir=state_dir))
+    for path in pack_dir.glob("*.yaml"):
+        shutil.copy2(path, staging / path.name)
+    target = state_dir / LAST_GOOD
+    old = state_dir / f".{LAST_GOOD}-old-{os.getpid()}-{time.monotonic_ns()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path) -> tuple[Ruleset, str | None]:
+    """A worker's start: the configured pack, or — only once the service is serving — the last
+    good pack, with the reason it was needed."""
+    try:
+        return load_ruleset(rules_dir, backend), None
+    except (RulePackError, EngineError) as exc:
+        fallback = state_dir / LAST_GOOD
+        if os.environ.get(SERVING_ENV) != "1" or not fallback.is_dir():
+            raise
+        log.error("rules in %s are broken; serving the last good pack: %s", rules_dir, exc)
+        return load_ruleset(fallback, backend), f"serving the last good pack: {exc}"
+
+
+class Reloader:
+    """Watches one rules directory for one app (one per gunicorn worker)."""
+
+    def __init__(self, holder: RulesetHolder, rules_dir: Path, backend: str, state_dir: Path,
+                 compile_timeout: float = 30.0, on_outcome=None):
+        self.holder = holder
+        self.rules_dir = Path(rules_dir)
+        self.backend = backend
+        self.state_dir = Path(state_dir)
+        self.compile_timeout = compile_timeout
+        self.on_outcome = on_outcome
+        self._lock = threading.Lock()
+        self._seen = signature(self.rules_dir)
+        self._stop = threading.Event()
+        self.last_outcome: ReloadOutcome | None = None
+
+    def reload(self) -> ReloadOutcome:
+        with self._lock:
+            started = time.monotonic()
+            self._seen = signature(self.rules_dir)
+            candidate_dir = snapshot(self.rules_dir)
+            try:
+                outcome = self._reload_from(candidate_dir)
+            finally:
+                shutil.rmtree(candidate_dir.parent, ignore_errors=True)
+            outcome.seconds = round(time.monotonic() - started, 3)
+            self.last_outcome = outcome
+            if outcome.status == "refused":
+                self.holder.last_error = f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} reload refused: " + "; ".join(outcome.problems[:5])
+                log.error("rules reload refused, still serving %s %s: %s", self.holder.current.pack.version,
+                          self.holder.current.pack.digest, "; ".join(outcome.problems[:20]))
+            elif outcome.status == "loaded":
+                log.info("rules reloaded: %s %s", outcome.version, outcome.digest)
+            if self.on_outcome:
+                self.on_outcome(outcome)
+            return outcome
+
+    def _reload_from(self, candidate_dir: Path) -> ReloadOutcome:
+        ruleset, problems = validate_candidate(candidate_dir, self.backend, self.compile_timeout)
+        current = self.holder.current.pack
+        if ruleset is None:
+            return ReloadOutcome("refused", "the candidate ruleset was refused; the last good one keeps serving",
+                                 current.version, current.digest, problems)
+        new = ruleset.pack
+        if (new.digest, new.version) == (current.digest, current.version):
+            self.holder.last_error = None
+            return ReloadOutcome("unchanged", "the rules are unchanged", new.version, new.digest)
+        self.holder.swap(ruleset)
+        try:
+            save_last_good(candidate_dir, self.state_dir)
+        except OSError as exc:  # the swap stands; only the fallback copy is stale
+            log.warning("could not keep a copy of the last good rules: %s", exc)
+        return ReloadOutcome("loaded", f"now serving {new.name} {new.version}", new.version, new.digest)
+
+    def poll_once(self) -> ReloadOutcome | None:
+        """Reload when the files changed and have stayed unchanged for one poll (debounce)."""
+        first = signature(self.rules_dir)
+        if first == self._seen:
+            return None
+        time.sleep(0.2)
+        if signature(self.rules_dir) != first:
+            return None  # still being written; next poll
+        return self.reload()
+
+    def start(self, interval: float) -> None:
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.poll_once()
+                except Exception:  # the watcher must outlive any one bad candidate
+                    log.exception("rules watcher failed; will retry")
+
+        threading.Thread(target=run, name="rules-watcher", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
