@@ -13,17 +13,19 @@ How it stays inside durable-rules' limits (measured, see DEVELOPERS.md):
 - every condition is anchored on a marker property of the intake fact, because the engine
   matches its own session-state object too: an unanchored ``$nex`` rule loops forever on it.
 - session state is deleted after each shard's evaluation, so memory stays flat.
-- the stock ``Host`` starts timer threads that dispatch actions behind our back; ours does not,
-  and one lock per compiled ruleset serialises evaluations (gunicorn threads share it).
+- the stock ``Host`` starts timer threads that dispatch actions behind our back and runs Python
+  closures per action; we drive the engine's low-level API directly, and one lock per compiled
+  ruleset serialises evaluations (gunicorn threads share it).
 """
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import threading
 from typing import Any, Sequence
 
-from durable import engine as durable_engine
+import durable_rules_engine as dre
 
 from service.engine.base import EngineError, Match, layers, partition_key
 from service.engine.facts import COUNT_SUFFIX, FINDINGS, MARKER, build_fact
@@ -32,14 +34,11 @@ from service.policy.model import Rule
 
 # 63 alternatives + the catch-all = 64, the most one assert can fire.
 SHARD_CONDITIONS = 63
+CATCH_ALL = "catch_all"
+# Evaluations are serialised per compiled ruleset and every session is deleted right after its
+# assert, so one session id serves them all.
+SID = "0"
 _names = itertools.count()
-
-
-class _QuietHost(durable_engine.Host):
-    """A Host without the background dispatch timers (actions run only inside our asserts)."""
-
-    def _run(self) -> None:  # noqa: D401 - overriding the timer start-up
-        return None
 
 
 class DurableRules:
@@ -51,72 +50,77 @@ class DurableRules:
         self._rules = {r.id: r for r in rules}
         self._order = {r.id: i for i, r in enumerate(rules)}
         self._lock = threading.Lock()
-        self._fired: list[str] = []
-        self._host = _QuietHost()
-        self._sids = itertools.count()
-        # route -> layers -> shard ruleset names
-        self._plan: dict[str | None, list[list[str]]] = {}
-        definitions: dict[str, dict] = {}
+        # route -> layers -> shards; a shard is (engine handle, rule id of each alternative)
+        self._plan: dict[str | None, list[list[tuple[int, list[str]]]]] = {}
+        self.shard_count = 0
         routes = sorted({route for r in rules for route in r.routes})
+        stratified = layers(rules)
         for route in routes:
             route_layers = []
-            for layer in layers(rules):
+            for layer in stratified:
                 shards = []
                 for shard in _shards([r for r in layer if route in r.routes], shard_conditions):
-                    name = f"s{next(_names)}"
-                    definitions[name] = self._ruleset(shard)
-                    shards.append(name)
+                    shards.append(self._create(shard))
                 route_layers.append(shards)
             self._plan[route] = route_layers
-        self.shard_count = len(definitions)
-        try:
-            self._host.register_rulesets(definitions)
-        except Exception as exc:  # the C extension raises bare Exceptions
-            raise EngineError(f"durable-rules could not compile the ruleset: {exc}") from exc
 
-    def _ruleset(self, alternatives: list[tuple[Rule, list[C.Condition]]]) -> dict:
+    def _create(self, alternatives: list[tuple[Rule, list[C.Condition]]]) -> tuple[int, list[str]]:
         definition: dict[str, Any] = {}
-        for index, (rule, conjunction) in enumerate(alternatives):
-            expr = {"$and": [{MARKER: 1}] + [_literal(c) for c in conjunction]}
-            definition[f"r{index}"] = {"all": [{"m": expr}], "run": self._action(rule.id)}
-        definition["catch_all"] = {"all": [{"m": {MARKER: 1}}], "run": _ignore}
-        return definition
-
-    def _action(self, rule_id: str):
-        def fired(_closure) -> None:
-            self._fired.append(rule_id)
-        return fired
+        for index, (_rule, conjunction) in enumerate(alternatives):
+            definition[f"r{index}"] = {"all": [{"m": {"$and": [{MARKER: 1}] + [_literal(c) for c in conjunction]}}]}
+        definition[CATCH_ALL] = {"all": [{"m": {MARKER: 1}}]}
+        try:
+            handle = dre.create_ruleset(f"s{next(_names)}", json.dumps(definition, ensure_ascii=False))
+        except Exception as exc:  # the C extension raises its own bare error type
+            raise EngineError(f"durable-rules could not compile a ruleset: {exc}") from exc
+        self.shard_count += 1
+        return handle, [rule.id for rule, _ in alternatives]
 
     def match(self, intake: dict, as_of: dt.datetime) -> Match:
         route, indication = partition_key(intake)
         fact = build_fact(intake, as_of)
-        concluded: list[str] = []
-        fired_rules: set[str] = set()
+        fact["sid"] = SID
+        fired: set[str] = set()
         with self._lock:
             for shards in self._plan.get(route, []):
-                self._fired = []
-                for name in shards:
-                    sid = str(next(self._sids))
-                    fact["sid"] = sid
-                    try:
-                        self._host.assert_fact(name, fact)
-                    except Exception as exc:
-                        raise EngineError(f"durable-rules could not evaluate (ruleset {name}): {exc}") from exc
-                    finally:
-                        self._host.delete_state(name, sid)
-                new = {rid for rid in self._fired if self._rules[rid].applies(route, indication)}
-                fired_rules |= new
+                # One serialisation per layer: the fact changes only by the findings it gains.
+                body = json.dumps(fact, ensure_ascii=False)
+                new: set[str] = set()
+                for handle, rule_ids in shards:
+                    for action in _fire(handle, body):
+                        if action != CATCH_ALL:
+                            new.add(rule_ids[int(action[1:])])
+                new = {rid for rid in new if self._rules[rid].applies(route, indication)}
+                fired |= new
                 for rid in sorted(new, key=self._order.__getitem__):
                     if self._rules[rid].concludes:
-                        concluded.append(self._rules[rid].concludes)
                         fact[FINDINGS].append(self._rules[rid].concludes)
-        ordered = sorted(fired_rules, key=self._order.__getitem__)
+        ordered = sorted(fired, key=self._order.__getitem__)
         findings = tuple(self._rules[rid].concludes for rid in ordered if self._rules[rid].concludes)
         return Match(tuple(ordered), findings)
 
 
-def _ignore(_closure) -> None:
-    return None
+def _fire(handle: int, body: str) -> list[str]:
+    """Assert one fact into one shard and drain its actions: the names of what matched.
+
+    The low-level API, not durable's Host: no timer threads, no Python closures per action,
+    no state write-back (our actions change nothing), and the session is deleted at once."""
+    try:
+        _, state = dre.assert_fact(handle, body)
+        names = []
+        result = dre.start_action_for_state(handle, state)
+        message = result[1] if result else None
+        while message:
+            names.append(message[2:message.index('"', 2)])  # '{"r12":{"m":…}}' -> r12
+            message = dre.complete_and_start_action(handle, state)
+        return names
+    except Exception as exc:
+        raise EngineError(f"durable-rules could not evaluate: {exc}") from exc
+    finally:
+        try:
+            dre.delete_state(handle, SID)
+        except Exception:  # nothing to delete if the assert itself failed
+            pass
 
 
 def _shards(rules: list[Rule], size: int) -> list[list[tuple[Rule, list[C.Condition]]]]:
