@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from service.screening import screen
-from tests.conftest import ROOT, example, validated
+from tests.conftest import AS_OF, ROOT, example, validated
 
 ROW = re.compile(r"^\| \[`examples/(?P<name>[a-z0-9-]+)\.json`\]\([^)]*\) \| (?P<outcome>[^|]+) \|")
 
@@ -27,7 +27,7 @@ def test_readme_lists_every_example():
 
 def test_readme_examples_get_the_stated_decisions(ruleset):
     for name, outcome in readme_rows():
-        decision = screen(validated(example(name)), ruleset)
+        decision = screen(validated(example(name)), ruleset, as_of=AS_OF)
         stated = re.findall(r"`(eligible|ineligible|incomplete)`", outcome)[0]
         assert decision.decision == stated, name
         if "no review" in outcome:
