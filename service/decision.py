@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 ELIGIBLE, INELIGIBLE, INCOMPLETE = "eligible", "ineligible", "incomplete"
@@ -44,10 +44,28 @@ class Decision:
     explanation: list[dict] | None = None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["evaluated_at"] = _iso(self.evaluated_at)
-        if self.explanation is None:
-            out.pop("explanation")
+        # By hand, not dataclasses.asdict: that deep-copies every value and was the largest
+        # single cost of a screening.
+        out = {
+            "decision_id": self.decision_id,
+            "subject_id": self.subject_id,
+            "decision": self.decision,
+            "physician_review_required": self.physician_review_required,
+            "urgent": self.urgent,
+            "reasons": [
+                {"rule_id": r.rule_id, "title": r.title, "effect": r.effect, "severity": r.severity,
+                 "priority": r.priority, "message": r.message, "evidence": r.evidence, "citation": r.citation,
+                 "findings": list(r.findings)}
+                for r in self.reasons
+            ],
+            "missing": list(self.missing),
+            "findings": [{"finding": f.finding, "rule_id": f.rule_id, "title": f.title, "evidence": f.evidence}
+                         for f in self.findings],
+            "ruleset": dict(self.ruleset),
+            "evaluated_at": _iso(self.evaluated_at),
+        }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
         return out
 
     @property

@@ -62,7 +62,7 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
             status = "fired"
         else:
             absent = [p for p in rule.requires if C.lookup(intake, p) is C.MISSING]
-            for name in C.findings_used(rule.when):
+            for name in pack.findings_used[rule.id]:
                 absent.extend(p for p in unknown_findings.get(name, []) if p not in absent)
             if absent:
                 if rule.concludes:

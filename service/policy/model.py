@@ -5,10 +5,11 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from schemas.intake import INDICATIONS, ROUTES
-from service.policy.conditions import Condition
+from service.policy.conditions import Condition, findings_used
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,11 @@ class RulePack:
             if r.id == rule_id:
                 return r
         raise KeyError(rule_id)
+
+    @cached_property
+    def findings_used(self) -> dict[str, tuple[str, ...]]:
+        """rule id -> the findings its condition uses (asked on every screening)."""
+        return {r.id: tuple(findings_used(r.when)) for r in self.rules}
 
     def summary(self) -> dict:
         return {"name": self.name, "version": self.version, "digest": self.digest}
