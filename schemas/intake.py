@@ -159,8 +159,17 @@ class MedicalHistorySchema(StrictSchema):
     hepatic_impairment = _opt_enum(HEPATIC_IMPAIRMENT)
 
 
+def _unicode_text(value: str) -> None:
+    # JSON can spell an unpaired surrogate ("\ud800"); it is not text, and no encoder (the rules
+    # engine, the decision log, a UTF-8 output) accepts it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("must be Unicode text: it holds an unpaired surrogate escape") from None
+
+
 class MedicationSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = fields.String(required=True, validate=[validate.Length(1, 200), _unicode_text])
     # "class" is a Python keyword: the attribute is class_, the wire name stays "class".
     class_ = fields.String(
         data_key="class", attribute="class", required=True, validate=validate.OneOf(MEDICATION_CLASSES)

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask_smorest import Api
 
-from service.api import admin, health, problems, rulesets, screenings
+from service.api import admin, decisions, health, problems, rulesets, screenings
+from service import auth
+from service.api import docs
+from service.api.openapi import ScreeningApi
 from service.config import Settings
 from service.observability.hooks import init_app as init_observability
 from service.reload import Reloader, load_or_fall_back
 from service.ruleset import RulesetHolder
+from service.store.sql import open_store
+from service.web import init_web
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -38,10 +42,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.reload_interval > 0:
         reloader.start(settings.reload_interval)
 
-    api = Api(app)
-    for blueprint in (health.blp, screenings.blp, rulesets.blp, admin.blp):
+    # The decision log (migrated under a lock; a database down at start is retried on use).
+    app.extensions["store"] = open_store(settings.store_url)
+    # ScreeningApi: flask-smorest's Api with our error body and the description completed.
+    api = ScreeningApi(app)
+    auth.register(api)  # API keys: security schemes and 401/403 in the description
+    for blueprint in (health.blp, screenings.blp, rulesets.blp, admin.blp, decisions.blp):
         api.register_blueprint(blueprint)
+    app.register_blueprint(docs.bp)  # /docs: Swagger UI over /openapi.json, assets from the package
     problems.register(app)
+    init_web(app)  # the clinician pages: sign-in, review queue, decision pages (service/web)
+    # CDS Hooks 2.0 for EHRs: /cds-services, JWT-authenticated (no API keys) (service/cdshooks)
+    from service.cdshooks import blueprint as cds_hooks
+    cds_hooks.register(app)
     # Request ids, the JSON request log and Prometheus metrics for every route.
     init_observability(app)
     return app

@@ -61,6 +61,9 @@ def serve(bind: str | None, workers: int | None) -> None:
     """Run the HTTP service under gunicorn (production form)."""
     # Fail here, readably, rather than in every worker.
     _load(None)
+    # Migrates the decision log, and on a first start prints an admin API key once.
+    from service.cli_keys import ensure_first_key
+    ensure_first_key()
     conf = Path(__file__).with_name("gunicorn_conf.py")
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
     if bind:
@@ -68,7 +71,7 @@ def serve(bind: str | None, workers: int | None) -> None:
     if workers:
         args += ["--workers", str(workers)]
     args.append("service.app:create_app()")
-    os.execv(sys.executable, args)
+    os.execv(sys.executable, args)  # nosec B606 - this interpreter running gunicorn; no shell, arguments are ours
 
 
 @main.command()
@@ -82,17 +85,24 @@ def evaluate(intake_file, as_json: bool, explain: bool, as_of, rules_dir: Path |
     """Screen one intake (a JSON file, or - for standard input)."""
     from service.screening import screen
 
+    from service.api.jsonbody import parse_json_bytes
+    from service.api.problems import ApiError
+
     try:
-        raw = json.loads(intake_file.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        click.echo(f"{intake_file.name}: not a JSON document: {exc}", err=True)
-        raise SystemExit(EXIT_DATAERR) from None
+        data = intake_file.read()
     except OSError as exc:
         click.echo(f"{intake_file.name}: cannot read: {exc}", err=True)
         raise SystemExit(EXIT_NOINPUT) from None
-    if not isinstance(raw, dict):
-        click.echo(f"{intake_file.name}: the intake must be a JSON object", err=True)
-        raise SystemExit(EXIT_DATAERR)
+    # The HTTP API's strict reader: the same document gets the same answer at a terminal
+    # (deep nesting, NaN, duplicate keys and unpaired surrogates are refused, not a traceback).
+    settings = Settings.from_env()
+    try:
+        raw = parse_json_bytes(data, settings.max_body_bytes, settings.max_json_depth)
+    except ApiError as exc:
+        click.echo(f"{intake_file.name}: not an intake document: {exc.message}", err=True)
+        for error in exc.errors:
+            click.echo(f"  {error['path']}: {error['message']}", err=True)
+        raise SystemExit(EXIT_DATAERR) from None
     try:
         intake = IntakeSchema().load(raw)
     except ValidationError as exc:
@@ -298,6 +308,12 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
 
 from service.batch import batch_command  # noqa: E402 - batch.py imports this module's helpers lazily
 main.add_command(batch_command)
+from service.schema_export import schemas_group  # noqa: E402 - the JSON Schema files for integrators
+main.add_command(schemas_group)
+from service.web.cli import users as users_group  # noqa: E402 - people who sign in to the pages
+main.add_command(users_group)
+from service.cli_keys import keys_group  # noqa: E402 - API keys: create, list, revoke
+main.add_command(keys_group)
 
 if __name__ == "__main__":
     main()

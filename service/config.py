@@ -57,3 +57,10 @@ class Settings:
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
         return cls(**values)
+
+    @property
+    def store_url(self) -> str:
+        """DATABASE_URL, or the embedded default: SQLite at <state_dir>/screening.sqlite3."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(Path(self.state_dir) / 'screening.sqlite3').resolve()}"

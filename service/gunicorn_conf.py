@@ -43,8 +43,9 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Refuse to start on a pack that fails lint, compile or its tests; once started, workers
-    that (re)boot on a broken directory fall back to the last good pack."""
+    """Refuse to start on a pack that fails lint or compile (its rule tests gate every reload;
+    `screening rules test` gates a release); once started, workers that (re)boot on a broken
+    directory fall back to the last good pack."""
     from service.config import Settings
     from service.reload import SERVING_ENV, load_or_fall_back, save_last_good
 

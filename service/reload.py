@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404 - compiles a pack in a child interpreter; the call is marked where it stands
 import sys
 import tempfile
 import threading

@@ -308,3 +308,46 @@ def test_diff_against_a_git_revision(tmp_path):
                                        "--as-of", "2026-11-24"])
     assert result.exit_code == 0, result.output
     assert "2 decisions change" in result.output
+
+
+def test_reload_under_load_loses_no_request_and_never_mixes_rulesets(live):
+    """Screenings keep coming while the pack flips between two versions: every request gets a
+    decision, and every decision is the one its stated digest gives (never half of each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.auth import SCOPES, create_key
+
+    app, pack_dir = live
+    token = create_key(app.extensions["store"].keys, "load", SCOPES).token
+    reloader = app.extensions["reloader"]
+    original = {p.name: p.read_text() for p in pack_dir.glob("30-blood-pressure*.yaml")}
+    digest_a = _digest(app)
+    _lower_threshold(pack_dir)
+    assert reloader.reload().status == "loaded"
+    digest_b = _digest(app)
+    intake = json.loads((EXAMPLES / "eligible-iv.json").read_text())
+    intake["vitals"].update(systolic_bp=178, diastolic_bp=95)  # A: review only; B: excluded
+    expected = {digest_a: "eligible", digest_b: "ineligible"}
+
+    def post(_):
+        client = app.test_client()
+        response = client.post("/v1/screenings", json=intake, headers={"Authorization": f"Bearer {token}"})
+        body = response.get_json()
+        return response.status_code, body["ruleset"]["digest"], body["decision"]
+
+    def flip(n):
+        for name, text in original.items():
+            (pack_dir / name).write_text(text)
+        if n % 2:
+            _lower_threshold(pack_dir)
+        return reloader.reload().status
+
+    with ThreadPoolExecutor(8) as pool:
+        results = pool.map(post, range(400))
+        flips = [flip(n) for n in range(6)]
+        results = list(results)
+    assert flips.count("loaded") == 6
+    assert len(results) == 400 and {status for status, _, _ in results} == {200}
+    for _, digest, decision in results:
+        assert expected[digest] == decision
+    assert sum(1 for _ in app.extensions["store"].iter_intakes()) == 400  # every answer was logged

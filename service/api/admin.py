@@ -5,11 +5,13 @@ from flask import current_app, jsonify
 from flask_smorest import Blueprint
 
 from schemas.errors import ErrorSchema
+from service.auth import require_scope
 
 blp = Blueprint("admin", __name__, url_prefix="/v1/admin", description="Administration (scope: admin).")
 
 
 @blp.route("/reload", methods=["POST"])
+@require_scope("admin")
 @blp.response(200, description="Loaded, or unchanged: the ruleset now serving.")
 @blp.alt_response(422, schema=ErrorSchema, description="The candidate was refused; the last good ruleset keeps serving.")
 def reload_rules():

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from schemas.errors import dotted, flatten_messages
+from service.observability.metrics import record_store_failure
+from service.store.base import StoreUnavailable
+
+# Seconds a client waits before retrying when the decision log is down (503).
+STORE_RETRY_AFTER_S = 5
 
 _CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -28,8 +33,16 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# A list of 5,000 wrong items is 5,000 problems: the response lists the first ones and says how
+# many there were, rather than answering a small request with a large one.
+MAX_LISTED_ERRORS = 50
+
+
 def validation_error(exc: ValidationError, message: str = "The request is not valid.") -> ApiError:
     errors = [{"path": dotted(path), "message": text} for path, text in flatten_messages(exc.messages)]
+    if len(errors) > MAX_LISTED_ERRORS:
+        message = f"{message} {len(errors)} problems; the first {MAX_LISTED_ERRORS} are listed."
+        errors = errors[:MAX_LISTED_ERRORS]
     return ApiError(422, message, errors)
 
 
@@ -67,6 +80,14 @@ def register(app: Flask) -> None:
         headers = dict(exc.get_headers()) if exc.code == 405 else {}
         headers.pop("Content-Type", None)
         return error_response(exc.code or 500, message, errors, headers=headers)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(exc: StoreUnavailable):
+        # The message names the operation and the driver's error class, never intake values.
+        app.logger.warning("decision log unavailable: %s", exc)
+        record_store_failure(request.endpoint or "unknown")
+        return error_response(503, "The decision log is unavailable, so nothing was decided or recorded; "
+                              "retry later.", headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

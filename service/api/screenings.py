@@ -10,6 +10,8 @@ from schemas.errors import ErrorSchema
 from schemas.intake import IntakeSchema
 from service.api.jsonbody import parse_json_object
 from service.api.problems import validation_error
+from service.auth import require_scope
+from service.decision import jsonable
 from service.screening import screen
 
 blp = Blueprint("screenings", __name__, url_prefix="/v1", description="Screen an intake for ketamine treatment.")
@@ -22,6 +24,7 @@ class ScreeningQuerySchema(Schema):
 
 
 @blp.route("/screenings", methods=["POST"])
+@require_scope("screen")
 @blp.arguments(ScreeningQuerySchema, location="query", as_kwargs=True)
 @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": IntakeSchema}}})
 @blp.response(200, DecisionSchema, description="The decision, with every reason that applies.")
@@ -29,6 +32,7 @@ class ScreeningQuerySchema(Schema):
 @blp.alt_response(413, schema=ErrorSchema, description="Body too large.")
 @blp.alt_response(415, schema=ErrorSchema, description="Not JSON.")
 @blp.alt_response(422, schema=ErrorSchema, description="The intake is not valid; every problem by field path.")
+@blp.alt_response(503, schema=ErrorSchema, description="The decision log is down: no decision is given (Retry-After).")
 def create_screening(explain: bool = False):
     """Screen one intake."""
     settings = current_app.extensions["settings"]
@@ -40,5 +44,8 @@ def create_screening(explain: bool = False):
     ruleset = current_app.extensions["rulesets"].current
     decision = screen(intake, ruleset, explain=explain)
     g.decision = decision  # for request logs and metrics, which never see intake values
+    # Committed before it is returned: a decision that is not in the log is never handed out
+    # (StoreUnavailable becomes 503 with Retry-After).
+    current_app.extensions["store"].save_decision(decision, jsonable(intake), client=g.api_key.id, source="http")
     # Returned as a ready response: the dataclass is already in the documented shape.
     return jsonify(decision.to_dict())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import subprocess
+import subprocess  # nosec B404 - git with fixed arguments; each call is marked where it stands
 import tarfile
 import tempfile
 from collections import Counter, defaultdict

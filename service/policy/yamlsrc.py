@@ -9,6 +9,12 @@ import yaml
 # A rule file is small; a document this large is a mistake or an attack (alias bombs).
 MAX_NODES = 200_000
 MAX_BYTES = 2 * 1024 * 1024
+# Deeper than any real rule (a condition a dozen levels down); far below Python's recursion limit,
+# which the YAML composer and the condition parser would otherwise hit with a traceback.
+MAX_DEPTH = 100
+# Plain data only. Other tags (!!python/object, !!binary, !!set, local !tags) are refused by name
+# rather than silently read as the list or mapping underneath; nothing is ever constructed from them.
+_ALLOWED_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp"))
 
 Positions = dict[tuple, tuple[int, int]]
 
@@ -48,6 +54,9 @@ def loads(text: str) -> tuple[Any, Positions]:
         ) from None
     except yaml.YAMLError as exc:
         raise SourceError(f"not valid YAML: {exc}") from None
+    except RecursionError:  # the composer recurses; the event stream does not, and has the line
+        line, column = _too_deep_at(text)
+        raise SourceError(f"nested too deeply (more than {MAX_DEPTH} levels)", line, column) from None
     positions: Positions = {}
     if node is None:
         return None, positions
@@ -56,10 +65,33 @@ def loads(text: str) -> tuple[Any, Positions]:
     return _build(node, (), positions, constructor, budget), positions
 
 
+def _too_deep_at(text: str) -> tuple[int | None, int | None]:
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark.line + 1, event.start_mark.column + 1
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return None, None
+
+
+def _check_tag(node: yaml.Node) -> None:
+    if node.tag not in _ALLOWED_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise SourceError(f"YAML tag '{tag}' is not allowed in rule files: only plain values, lists and mappings",
+                          node.start_mark.line + 1, node.start_mark.column + 1)
+
+
 def _build(node: yaml.Node, path: tuple, positions: Positions, constructor: _Constructor, budget: list) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
         raise SourceError("document too large (too many values; anchors and aliases are expanded)")
+    if len(path) > MAX_DEPTH:
+        raise SourceError(f"nested too deeply (more than {MAX_DEPTH} levels)", node.start_mark.line + 1,
+                          node.start_mark.column + 1)
+    _check_tag(node)
     positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
@@ -70,6 +102,7 @@ def _build(node: yaml.Node, path: tuple, positions: Positions, constructor: _Con
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise SourceError("merge keys (<<) are not supported in rule files",
                                   key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _check_tag(key_node)
             key = constructor.construct_object(key_node)
             if not isinstance(key, (str, int, bool)) or key is None:
                 key = str(key)

@@ -5,12 +5,21 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from schemas.store import REVIEW_OUTCOMES, REVIEW_STATUSES  # noqa: F401 - part of this interface
 from service.decision import Decision
 
 
 class StoreUnavailable(RuntimeError):
     """The log cannot be written or read now. A decision that cannot be stored is not returned
     (HTTP 503 with Retry-After)."""
+
+
+class DecisionNotFound(LookupError):
+    """No decision with that id is in the log."""
+
+
+class ReviewNotAllowed(ValueError):
+    """The decision does not ask for physician review, so there is nothing to sign off."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,282 @@
+"""HTTP endpoints of the CDS Hooks 2.0 service: discovery, the two screening services, feedback.
+
+These endpoints authenticate CDS clients by their signed JWT (jwt_auth), not by API key, and
+answer browser-based clients' CORS preflights. A screening here is the same ``screen()``
+decision as POST /v1/screenings, stored in the same decision log.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask_cors import cross_origin
+from marshmallow import ValidationError
+
+from schemas.errors import dotted, flatten_messages
+from schemas.intake import IntakeSchema
+from service.api.jsonbody import parse_json_object
+from service.api.problems import ApiError
+from service.cdshooks.cards import decision_card, unscreenable_card
+from service.cdshooks.discovery import SERVICES, discovery_document
+from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
+                                         parse_draft_orders)
+from service.cdshooks.jwt_auth import AuthError, Verifier, verifier_from_env
+from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
+from service.decision import jsonable
+from service.screening import screen
+from service.store.base import StoreUnavailable
+
+bp = Blueprint("cds_hooks", __name__)
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cds-hooks"'}
+_FEEDBACK_OUTCOMES = ("accepted", "overridden")
+
+
+@dataclass
+class CdsHooksState:
+    verifier: Verifier
+    base_url: str | None = None        # the public base URL, when a proxy hides it from the request
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    max_body_bytes: int = 4 * 1024 * 1024
+    mapping: Mapping = field(default_factory=default_mapping)
+    # Feedback kept in memory when the decision store cannot record it (see record_feedback).
+    feedback: list[dict] = field(default_factory=list)
+
+
+def state_from_env() -> CdsHooksState:
+    return CdsHooksState(
+        verifier=verifier_from_env(),
+        base_url=(os.environ.get("SCREENING_CDS_BASE_URL") or "").rstrip("/") or None,
+        fetch=FetchSettings(timeout_seconds=float(os.environ.get("SCREENING_CDS_FHIR_TIMEOUT") or 2.0)),
+        max_body_bytes=int(os.environ.get("SCREENING_CDS_MAX_BODY_BYTES") or 4 * 1024 * 1024),
+    )
+
+
+def _cors_origins() -> list[str] | str:
+    raw = os.environ.get("SCREENING_CDS_CORS_ORIGINS", "*").strip()
+    return "*" if raw in ("", "*") else [o.strip() for o in raw.split(",") if o.strip()]
+
+
+def register(app: Flask, state: CdsHooksState | None = None) -> None:
+    app.extensions["cds_hooks"] = state or state_from_env()
+    app.register_blueprint(bp)
+
+
+# Bearer tokens, not cookies: no credentials mode, so "*" does not expose a session.
+_cors = cross_origin(origins=_cors_origins(), methods=["GET", "POST", "OPTIONS"],
+                     allow_headers=["Authorization", "Content-Type"], max_age=600)
+
+
+def _state() -> CdsHooksState:
+    return current_app.extensions["cds_hooks"]
+
+
+def _public_base() -> str:
+    return _state().base_url or request.host_url.rstrip("/")
+
+
+def _authenticate() -> dict:
+    state = _state()
+    audience = (state.base_url + request.path) if state.base_url else request.base_url
+    try:
+        return state.verifier.verify(request.headers.get("Authorization"), audience)
+    except AuthError as exc:
+        raise ApiError(401, str(exc), headers=_CHALLENGE) from None
+
+
+@bp.before_request
+def _larger_bodies() -> None:
+    # FHIR prefetch is far larger than an intake: this limit replaces the app's for these routes.
+    request.max_content_length = _state().max_body_bytes
+
+
+@bp.route("/cds-services", methods=["GET"])
+@_cors
+def discovery():
+    _authenticate()
+    return jsonify(discovery_document())
+
+
+@bp.route("/cds-services/<service_id>", methods=["POST"])
+@_cors
+def call_service(service_id: str):
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise ApiError(404, f"No CDS service '{service_id}'.")
+    claims = _authenticate()
+    body = _read_body()
+    context = _check_request(body, service.hook)
+    state = _state()
+    try:
+        drafts = parse_draft_orders(context)
+        candidates = _selected(drafts, context) if service.hook == "order-select" else drafts
+        orders = find_ketamine_orders(candidates, state.mapping)
+        if not orders:
+            return jsonify({"cards": []})
+        data = gather(body, state.fetch)
+    except MalformedFhir as exc:
+        raise ApiError(400, f"Not valid FHIR at {exc.path}: {exc.message}",
+                       [{"path": exc.path, "message": exc.message}], code="invalid_fhir") from None
+    except DataUnavailable as exc:
+        raise ApiError(412, "The FHIR data the screening rules need could not be obtained from prefetch "
+                            "or the FHIR server: " + ", ".join(exc.keys) + ".",
+                       [{"path": f"prefetch.{k}", "message": exc.reasons.get(k, "unavailable")} for k in exc.keys],
+                       code="precondition_failed") from None
+
+    record = build_record(data, drafts, {id(o.resource) for o in orders})
+    ruleset = current_app.extensions["rulesets"].current
+    subject = subject_reference(str(claims["iss"]), str(context["patientId"]))
+    cards = []
+    for order in orders:
+        now = dt.datetime.now(dt.timezone.utc)
+        mapped = map_to_intake(record, order, state.mapping, as_of=now, subject_id=subject)
+        if mapped is None:
+            continue  # not a screening indication (e.g. procedural anaesthesia)
+        try:
+            intake = IntakeSchema().load(jsonable(mapped.raw))
+        except ValidationError as exc:
+            problems = [{"path": dotted(p), "message": m} for p, m in flatten_messages(exc.messages)]
+            cards.append(unscreenable_card(problems, route=order.route,
+                                           label=f"Ketamine screening rules v{ruleset.summary.get('version', '')}"))
+            continue
+        decision = screen(intake, ruleset, as_of=now)
+        url = _store(decision, intake, str(claims["iss"]))
+        cards.append(decision_card(decision, route=order.route, sources=mapped.sources, notes=mapped.notes,
+                                   decision_url=url))
+    return jsonify({"cards": cards})
+
+
+@bp.route("/cds-services/<service_id>/feedback", methods=["POST"])
+@_cors
+def feedback(service_id: str):
+    if service_id not in SERVICES:
+        raise ApiError(404, f"No CDS service '{service_id}'.")
+    claims = _authenticate()
+    body = _read_body()
+    items = body.get("feedback")
+    if not isinstance(items, list) or not items:
+        raise ApiError(422, "The body must hold a non-empty 'feedback' array.",
+                       [{"path": "feedback", "message": "must be a non-empty array"}])
+    errors = []
+    for i, item in enumerate(items):
+        errors.extend(_check_feedback(item, f"feedback[{i}]"))
+    if errors:
+        raise ApiError(422, "The feedback is not valid.", errors)
+    recorded = [record_feedback(service_id, str(claims["iss"]), item) for item in items]
+    return jsonify({"recorded": len(recorded),
+                    "unknown_cards": [r["card"] for r in recorded if r["decision_found"] is False]})
+
+
+def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
+    """Record one feedback item against the decision its card was made from (card uuid = decision
+    id). A store that offers ``save_feedback`` keeps it; otherwise it is kept in memory."""
+    store = current_app.extensions.get("store")
+    found = None
+    if store is not None:
+        try:
+            found = store.get_decision(item["card"]) is not None
+        except StoreUnavailable:
+            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    entry = {
+        "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
+        "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
+        "override_reason": (item.get("overrideReason") or {}).get("reason"),
+        "user_comment": (item.get("overrideReason") or {}).get("userComment"),
+        "accepted_suggestions": [s.get("id") for s in item.get("acceptedSuggestions") or []],
+        "outcome_timestamp": item["outcomeTimestamp"],
+    }
+    saver = getattr(store, "save_feedback", None)
+    if callable(saver) and found:
+        saver(entry)
+    else:
+        _state().feedback.append(entry)
+    return entry
+
+
+def _check_feedback(item: Any, path: str) -> list[dict]:
+    if not isinstance(item, dict):
+        return [{"path": path, "message": "must be an object"}]
+    errors = []
+    if not isinstance(item.get("card"), str) or not item["card"]:
+        errors.append({"path": f"{path}.card", "message": "the card's uuid is required"})
+    if item.get("outcome") not in _FEEDBACK_OUTCOMES:
+        errors.append({"path": f"{path}.outcome", "message": "must be 'accepted' or 'overridden'"})
+    stamp = item.get("outcomeTimestamp")
+    try:
+        if not isinstance(stamp, str) or dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).tzinfo is None:
+            raise ValueError
+    except ValueError:
+        errors.append({"path": f"{path}.outcomeTimestamp", "message": "must be an RFC 3339 date-time in UTC"})
+    reason = item.get("overrideReason")
+    if reason is not None:
+        if not isinstance(reason, dict):
+            errors.append({"path": f"{path}.overrideReason", "message": "must be an object"})
+        else:
+            coding = reason.get("reason")
+            if coding is not None and not (isinstance(coding, dict) and isinstance(coding.get("code"), str)
+                                           and isinstance(coding.get("system"), str)):
+                errors.append({"path": f"{path}.overrideReason.reason", "message": "must be a Coding with system and code"})
+            if reason.get("userComment") is not None and not isinstance(reason.get("userComment"), str):
+                errors.append({"path": f"{path}.overrideReason.userComment", "message": "must be a string"})
+    accepted = item.get("acceptedSuggestions")
+    if accepted is not None and not (isinstance(accepted, list) and all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted)):
+        errors.append({"path": f"{path}.acceptedSuggestions", "message": "must be an array of {id}"})
+    return errors
+
+
+def _read_body() -> dict:
+    settings = current_app.extensions["settings"]
+    # FHIR nests deeper than an intake (QuestionnaireResponse items within items).
+    return parse_json_object(request, _state().max_body_bytes, max(settings.max_json_depth, 64))
+
+
+def _check_request(body: dict, hook: str) -> dict:
+    errors = []
+    if body.get("hook") != hook:
+        errors.append({"path": "hook", "message": f"must be '{hook}' for this service"})
+    if not isinstance(body.get("hookInstance"), str) or not body["hookInstance"]:
+        errors.append({"path": "hookInstance", "message": "a UUID string is required"})
+    context = body.get("context")
+    if not isinstance(context, dict):
+        errors.append({"path": "context", "message": "must be an object"})
+        context = {}
+    else:
+        if not isinstance(context.get("patientId"), str) or not context["patientId"]:
+            errors.append({"path": "context.patientId", "message": "is required"})
+        if not isinstance(context.get("userId"), str):
+            errors.append({"path": "context.userId", "message": "is required"})
+        if "draftOrders" not in context:
+            errors.append({"path": "context.draftOrders", "message": "is required"})
+        if hook == "order-select" and not isinstance(context.get("selections"), list):
+            errors.append({"path": "context.selections", "message": "is required for order-select"})
+    if body.get("fhirAuthorization") is not None:
+        auth = body["fhirAuthorization"]
+        if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str):
+            errors.append({"path": "fhirAuthorization.access_token", "message": "is required"})
+        if not isinstance(body.get("fhirServer"), str):
+            errors.append({"path": "fhirServer", "message": "is required when fhirAuthorization is given"})
+    if errors:
+        raise ApiError(400, "Not a valid CDS Hooks request.", errors, code="invalid_hook_request")
+    return context
+
+
+def _selected(drafts: list, context: dict) -> list:
+    """order-select: decision support is about the newly selected orders only."""
+    wanted = {s for s in context.get("selections") or [] if isinstance(s, str)}
+    return [r for r in drafts if f"{r.__resource_type__}/{r.id}" in wanted]
+
+
+def _store(decision, intake: dict, issuer: str) -> str | None:
+    store = current_app.extensions.get("store")
+    if store is None:
+        return None
+    try:
+        store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
+    except StoreUnavailable:
+        # A decision that is not in the log is not shown: its card would link to nothing and
+        # no physician would see it in the review queue.
+        raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    return f"{_public_base()}/decisions/{decision.decision_id}"

@@ -1,0 +1,136 @@
+"""A screening decision rendered as a CDS Hooks card.
+
+One decision, one card: `critical` when ineligible, `warning` when a physician must review (an
+incomplete screening included), `info` for a clean eligible. The card's uuid is the decision id,
+so feedback on the card finds the decision it refers to without another table.
+"""
+from __future__ import annotations
+
+from service.decision import ELIGIBLE, INCOMPLETE, INELIGIBLE, Decision
+
+SUMMARY_LIMIT = 139  # the spec: a summary under 140 characters
+EXTENSION_KEY = "org.ketamine-screening.decision"
+TOPIC_SYSTEM = "urn:ketamine-screening:cds-topics"
+OVERRIDE_SYSTEM = "urn:ketamine-screening:override-reasons"
+
+OVERRIDE_REASONS = [
+    {"system": OVERRIDE_SYSTEM, "code": "physician-reviewed", "display": "Reviewed by the treating physician; benefits outweigh risks"},
+    {"system": OVERRIDE_SYSTEM, "code": "record-outdated", "display": "The record is out of date; the finding no longer applies"},
+    {"system": OVERRIDE_SYSTEM, "code": "data-will-be-collected", "display": "Missing data will be collected before the first dose"},
+    {"system": OVERRIDE_SYSTEM, "code": "monitoring-arranged", "display": "Additional monitoring arranged"},
+]
+
+_DRUG = {"iv_ketamine": "IV ketamine", "esketamine_nasal": "Esketamine nasal spray"}
+
+
+def indicator(decision: Decision) -> str:
+    if decision.decision == INELIGIBLE:
+        return "critical"
+    if decision.physician_review_required:
+        return "warning"
+    return "info"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
+
+
+def summary(decision: Decision, route: str) -> str:
+    drug = _DRUG.get(route, "Ketamine")
+    if decision.decision == INELIGIBLE:
+        excluded = [r.title for r in decision.reasons if r.effect == "exclude"]
+        more = f" (+{len(excluded) - 1} more)" if len(excluded) > 1 else ""
+        return _clip(f"{drug}: not eligible — {excluded[0]}{more}")
+    if decision.decision == INCOMPLETE:
+        return _clip(f"{drug}: screening incomplete — missing {', '.join(decision.missing)}")
+    if decision.physician_review_required:
+        n = len(decision.reasons)
+        return _clip(f"{drug}: eligible, physician review required ({n} finding{'s' if n != 1 else ''})")
+    return _clip(f"{drug}: eligible — no contraindication found")
+
+
+def _evidence_text(evidence: dict, sources: dict[str, list[str]]) -> str:
+    parts = []
+    for path, value in evidence.items():
+        shown = "yes" if value is True else "no" if value is False else value
+        origin = sources.get(_field_of(path))
+        if origin and path != _field_of(path):  # an item of a list: its own record
+            index = int(path.split("[", 1)[1].split("]", 1)[0])
+            origin = origin[index:index + 1] if index < len(origin) else origin[:1]
+        parts.append(f"`{path}` = {shown}" + (f" (from {'; '.join(origin[:2])})" if origin else ""))
+    return ", ".join(parts) or "—"
+
+
+def _field_of(path: str) -> str:
+    """substance_use[0].status -> substance_use (provenance is kept per field, lists whole)."""
+    return path.split("[", 1)[0]
+
+
+def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str]) -> str:
+    lines = [f"**Decision: {decision.decision}**"
+             + (" — physician review required" if decision.physician_review_required else "")
+             + (" — **urgent**" if decision.urgent else "")]
+    if decision.reasons:
+        lines.append("")
+        lines.append("| # | Effect | Rule | Reason | Evidence | Citation |")
+        lines.append("|---|---|---|---|---|---|")
+        for i, r in enumerate(decision.reasons, 1):
+            lines.append(" | ".join([
+                f"| {i}", r.effect, f"`{r.rule_id}`", _cell(r.message),
+                _cell(_evidence_text(r.evidence, sources)), _cell(r.citation or "—") + " |",
+            ]))
+    if decision.missing:
+        lines.append("")
+        lines.append("**Missing from the record** (the rules that need these could not be decided):")
+        for path in decision.missing:
+            lines.append(f"- `{path}`")
+    if notes:
+        lines.append("")
+        lines.extend(f"_Note: {n}_" for n in notes)
+    rs = decision.ruleset
+    lines.append("")
+    lines.append(f"Ruleset {rs.get('name', '')} {rs.get('version', '')} (digest {str(rs.get('digest', '')).split(':')[-1][:12]}); "
+                 f"decision `{decision.decision_id}`.")
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    # A table cell cannot hold a pipe or a line break in GitHub Flavored Markdown.
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def decision_card(decision: Decision, *, route: str, sources: dict[str, list[str]], notes: list[str],
+                  decision_url: str | None) -> dict:
+    rs = decision.ruleset
+    card: dict = {
+        "uuid": decision.decision_id,
+        "summary": summary(decision, route),
+        "indicator": indicator(decision),
+        "detail": detail(decision, sources, notes),
+        "source": {
+            "label": f"Ketamine screening rules {rs.get('name', '')} v{rs.get('version', '')}".strip(),
+            "topic": {"system": TOPIC_SYSTEM, "code": "ketamine-eligibility",
+                      "display": "Ketamine / esketamine eligibility screening"},
+        },
+    }
+    if decision.decision != ELIGIBLE or decision.physician_review_required:
+        card["overrideReasons"] = list(OVERRIDE_REASONS)
+    if decision_url:
+        card["links"] = [{"label": "Open the screening decision for review", "url": decision_url, "type": "absolute"}]
+    card["extension"] = {EXTENSION_KEY: decision.to_dict()}
+    return card
+
+
+def unscreenable_card(problems: list[dict], *, route: str, label: str) -> dict:
+    """The record holds values the intake contract refuses (e.g. a systolic of 320): no decision
+    can be made, and the clinician is told which values to check."""
+    items = "\n".join(f"- `{p['path']}`: {p['message']}" for p in problems)
+    return {
+        "summary": _clip(f"{_DRUG.get(route, 'Ketamine')}: could not be screened — the record holds impossible values"),
+        "indicator": "warning",
+        "detail": "The screening was not run because these values from the record are outside what is "
+                  f"physically possible or allowed:\n\n{items}\n\nCorrect the record and re-open the order.",
+        "source": {"label": label,
+                   "topic": {"system": TOPIC_SYSTEM, "code": "ketamine-eligibility",
+                             "display": "Ketamine / esketamine eligibility screening"}},
+    }

@@ -1,0 +1,167 @@
+"""Authenticating CDS clients: the signed JWT every CDS Hooks call carries (spec "Trusting CDS
+Clients"), verified with PyJWT.
+
+- alg ES384 or RS384 only: `none` and every HMAC algorithm are refused before any key is looked up.
+- `iss` must be an allow-listed issuer; its keys come from that issuer's JWKS (a URL or a file),
+  or from the `jku` header only when that URL is allow-listed for the same issuer.
+- `aud` must be the exact URL of the endpoint called; `exp` and `iat` are required and checked
+  with a small leeway; `jti` is required and a token is accepted once.
+- Seen `jti`s are kept in memory until their `exp` (plus leeway), per process: with several
+  gunicorn workers a replay could reach another worker, which the short `exp` bounds. Tokens
+  whose `exp` is further away than ``max_lifetime`` are refused so the memory stays bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from jwt import PyJWKClient, PyJWKSet
+
+ALLOWED_ALGORITHMS = ("ES384", "RS384")
+
+
+class AuthError(Exception):
+    """The call is not authenticated (401); the message says why, without echoing the token."""
+
+
+@dataclass(frozen=True)
+class Issuer:
+    iss: str
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    jku: tuple[str, ...] = ()      # jku header values accepted for this issuer
+
+
+def parse_issuers(raw: str | None) -> dict[str, Issuer]:
+    """``SCREENING_CDS_ISSUERS``: a JSON object issuer -> a JWKS URL, a JWKS file path, or
+    ``{"jwks_url": ..., "jwks_file": ..., "jku": [...]}``."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SystemExit("configuration: SCREENING_CDS_ISSUERS must be a JSON object of issuer -> JWKS")
+    out = {}
+    for iss, spec in data.items():
+        if isinstance(spec, str):
+            spec = {"jwks_url": spec} if spec.startswith(("http://", "https://")) else {"jwks_file": spec}
+        if not isinstance(spec, dict) or not (spec.get("jwks_url") or spec.get("jwks_file") or spec.get("jku")):
+            raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}] names no JWKS")
+        out[iss] = Issuer(iss, spec.get("jwks_url"), spec.get("jwks_file"), tuple(spec.get("jku") or ()))
+    return out
+
+
+class JtiCache:
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def use_once(self, key: str, expires_at: float, now: float) -> bool:
+        with self._lock:
+            if len(self._seen) > 1000:
+                self._seen = {k: v for k, v in self._seen.items() if v > now}
+            if key in self._seen and self._seen[key] > now:
+                return False
+            self._seen[key] = expires_at
+            return True
+
+
+@dataclass
+class Verifier:
+    issuers: dict[str, Issuer]
+    leeway: int = 30
+    max_lifetime: int = 3600
+    jtis: JtiCache = field(default_factory=JtiCache)
+    _clients: dict[str, PyJWKClient] = field(default_factory=dict)
+    _files: dict[str, PyJWKSet] = field(default_factory=dict)
+
+    def verify(self, authorization: str | None, audience: str) -> dict:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthError("A CDS Hooks call must carry the client's JWT: Authorization: Bearer <JWT>.")
+        token = authorization[len("Bearer "):].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthError("The bearer token is not a JWT.") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise AuthError(f"JWT algorithm {alg!r} is not accepted; use ES384 or RS384.")
+        iss = unverified.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthError("The JWT issuer is not trusted by this service.")
+        key = self._key(issuer, header)
+        now = time.time()
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[alg], audience=audience, issuer=issuer.iss, leeway=self.leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_iat": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("The JWT has expired.") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(f"The JWT audience must be this endpoint's URL: {audience}") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("The JWT is not valid yet (iat in the future).") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"The JWT lacks the required claim '{exc.claim}'.") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"The JWT is not valid: {type(exc).__name__}.") from None
+        if float(claims["iat"]) > now + self.leeway:
+            raise AuthError("The JWT is not valid yet (iat in the future).")
+        if float(claims["exp"]) - now > self.max_lifetime:
+            raise AuthError(f"The JWT lives longer than {self.max_lifetime} seconds; CDS Hooks JWTs are short-lived.")
+        if not isinstance(claims["jti"], str) or not claims["jti"]:
+            raise AuthError("The JWT jti must be a non-empty string.")
+        if not self.jtis.use_once(f"{iss}\x00{claims['jti']}", float(claims["exp"]) + self.leeway, now):
+            raise AuthError("The JWT has been used before (jti replay).")
+        return claims
+
+    def _key(self, issuer: Issuer, header: dict) -> Any:
+        kid = header.get("kid")
+        jku = header.get("jku")
+        try:
+            if jku is not None:
+                if jku not in issuer.jku and jku != issuer.jwks_url:
+                    raise AuthError("The JWT jku is not allow-listed for its issuer.")
+                return self._client(jku).get_signing_key(kid).key
+            if issuer.jwks_file:
+                return self._from_file(issuer.jwks_file, kid)
+            if issuer.jwks_url:
+                return self._client(issuer.jwks_url).get_signing_key(kid).key
+        except AuthError:
+            raise
+        except (jwt.PyJWKClientError, jwt.PyJWTError, OSError, ValueError, KeyError):
+            raise AuthError("No key of the issuer's JWK Set matches the JWT's kid.") from None
+        raise AuthError("The issuer has no JWK Set configured.")
+
+    def _client(self, url: str) -> PyJWKClient:
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = PyJWKClient(url, cache_keys=True, lifespan=300, timeout=2)
+        return client
+
+    def _from_file(self, path: str, kid: str | None) -> Any:
+        keyset = self._files.get(path)
+        if keyset is None:
+            keyset = self._files[path] = PyJWKSet.from_dict(json.loads(Path(path).read_text()))
+        for key in keyset.keys:
+            if key.key_id == kid:
+                return key.key
+        raise KeyError(kid)
+
+
+def verifier_from_env() -> Verifier:
+    return Verifier(
+        issuers=parse_issuers(os.environ.get("SCREENING_CDS_ISSUERS")),
+        leeway=int(os.environ.get("SCREENING_CDS_JWT_LEEWAY") or 30),
+    )

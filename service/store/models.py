@@ -1,0 +1,89 @@
+"""The decision log's tables. The Alembic migrations in service/migrations create them; this
+module is what the queries are written against, and the two must agree (tests check it)."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer,
+                        MetaData, String, Table, Text)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+# SQLite has no 64-bit autoincrement type of its own; INTEGER PRIMARY KEY is its rowid.
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+# Plain JSON, not JSONB, on PostgreSQL: kept as sent (key order, and "\u0000" inside strings,
+# which JSONB refuses), and nothing queries inside these documents.
+Json = JSON()
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend: SQLite keeps naive text, so the zone is added back."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.timezone.utc)
+        # Naive UTC text sorts and compares correctly in SQLite.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+decisions = Table(
+    "decisions", metadata,
+    # Insertion order: the stable key of "newest first" and of the pagination cursor.
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("decision_id", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("client", String(200), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("subject_id", String(200), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("physician_review_required", Boolean(), nullable=False),
+    Column("urgent", Boolean(), nullable=False),
+    Column("ruleset_name", String(200), nullable=False),
+    Column("ruleset_version", String(100), nullable=False),
+    Column("ruleset_digest", String(100), nullable=False),
+    Column("body", Json, nullable=False),
+    Column("intake", Json, nullable=False),
+    Index("ix_decisions_subject_id", "subject_id"),
+    Index("ix_decisions_created_at", "created_at"),
+    Index("ix_decisions_decision", "decision"),
+    Index("ix_decisions_review_required", "physician_review_required"),
+    Index("ix_decisions_ruleset_digest", "ruleset_digest"),
+)
+
+reviews = Table(
+    "reviews", metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("review_id", String(64), nullable=False, unique=True),
+    Column("decision_id", String(64), ForeignKey("decisions.decision_id"), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("reviewer", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("note", Text(), nullable=False),
+    # Which API key recorded it, beside the reviewer's name the caller sent: the audit trail.
+    Column("client", String(200), nullable=False),
+    Index("ix_reviews_decision_seq", "decision_id", "seq"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("scopes", String(200), nullable=False),  # space-separated
+    Column("token_sha256", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+)

@@ -1,0 +1,288 @@
+"""The decision log on SQLAlchemy 2: SQLite by default, PostgreSQL by DATABASE_URL.
+
+Every write commits before the method returns, so a decision the service hands out is already
+durable. Database failures surface as ``StoreUnavailable`` (HTTP 503) with the driver's error
+class only: driver messages and SQL parameters can carry intake values and are never passed on
+(``hide_parameters`` keeps them out of SQLAlchemy's own messages too).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import re
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import Engine, and_, create_engine, event, exists, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from schemas.store import MAX_PAGE
+from service.decision import Decision, jsonable
+from service.store import migrate
+from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, Review,
+                                ReviewNotAllowed, StoredDecision, StoreUnavailable)
+from service.store.dberrors import unavailable_on_db_errors
+from service.store.keys import ApiKeyStore
+from service.store.models import decisions, reviews
+
+
+# What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
+_DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# How long a request waits for a connection or a lock before the caller gets 503.
+CONNECT_TIMEOUT_S = 5
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args: dict[str, Any] = {}
+        if "timeout" not in parsed.query:
+            connect_args["timeout"] = CONNECT_TIMEOUT_S  # sqlite3's busy timeout, in seconds
+        engine = create_engine(parsed, connect_args=connect_args, hide_parameters=True)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL: readers (API key checks, GETs) are not blocked by a writer.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed decision survives power loss, not only a killed process.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if backend == "postgresql":
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        # pre_ping: after a database restart, pooled connections are dead; replace them quietly.
+        return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True,
+                             pool_timeout=CONNECT_TIMEOUT_S, hide_parameters=True)
+    raise ValueError(f"DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql+psycopg)")
+
+
+def encode_cursor(seq: int) -> str:
+    raw = json.dumps({"v": 1, "after": seq}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        seq = value["after"]
+        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool):
+            raise ValueError
+        return seq
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor this service issued") from None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class SqlStore:
+    """DecisionStore on a SQLAlchemy engine. Thread-safe; one per process (per app)."""
+
+    def __init__(self, url: str, *, migrate_now: bool = True):
+        self.url = url
+        self.engine = make_engine(url)
+        self.keys = ApiKeyStore(self.engine, self.ensure_schema)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        if migrate_now:
+            self.ensure_schema()
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def ensure_schema(self) -> None:
+        """Migrate to head once; retried on the next call if the database was unreachable."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with unavailable_on_db_errors("migrating the decision log"):
+                migrate.upgrade(self.engine)
+            self._schema_ready = True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None:
+        self.ensure_schema()
+        ruleset = decision.ruleset
+        row = {
+            "decision_id": decision.decision_id,
+            "created_at": _now(),
+            "client": client,
+            "source": source,
+            "subject_id": decision.subject_id,
+            "decision": decision.decision,
+            "physician_review_required": decision.physician_review_required,
+            "urgent": decision.urgent,
+            "ruleset_name": ruleset.get("name", ""),
+            "ruleset_version": ruleset.get("version", ""),
+            "ruleset_digest": ruleset.get("digest", ""),
+            "body": jsonable(decision.to_dict()),
+            "intake": jsonable(intake),
+        }
+        with unavailable_on_db_errors("saving a decision"), self.engine.begin() as conn:
+            conn.execute(insert(decisions), row)
+
+    def get_decision(self, decision_id: str) -> StoredDecision | None:
+        if not _DECISION_ID.match(decision_id):
+            return None  # no such id was ever issued (and PostgreSQL refuses NUL in a parameter)
+        self.ensure_schema()
+        with unavailable_on_db_errors("reading a decision"), self.engine.connect() as conn:
+            row = conn.execute(select(decisions).where(decisions.c.decision_id == decision_id)).mappings().first()
+            if row is None:
+                return None
+            return self._stored([row], conn)[0]
+
+    def list_decisions(self, *, subject_id: str | None = None, decision: str | None = None,
+                       review_status: str | None = None, ruleset_digest: str | None = None,
+                       since: dt.datetime | None = None, until: dt.datetime | None = None,
+                       cursor: str | None = None, limit: int = 50) -> tuple[list[StoredDecision], str | None]:
+        """Newest first (in the order recorded). ``since`` is inclusive, ``until`` exclusive.
+        Raises ValueError for a cursor this service did not issue or a bad filter value."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+        if review_status is not None and review_status not in REVIEW_STATUSES:
+            raise ValueError(f"review_status must be one of {', '.join(REVIEW_STATUSES)}")
+        conditions = []
+        if cursor:
+            conditions.append(decisions.c.seq < decode_cursor(cursor))
+        if subject_id is not None:
+            conditions.append(decisions.c.subject_id == subject_id)
+        if decision is not None:
+            conditions.append(decisions.c.decision == decision)
+        if ruleset_digest is not None:
+            conditions.append(decisions.c.ruleset_digest == ruleset_digest)
+        if since is not None:
+            conditions.append(decisions.c.created_at >= since)
+        if until is not None:
+            conditions.append(decisions.c.created_at < until)
+        if review_status is not None:
+            conditions.append(_review_status_condition(review_status))
+        query = select(decisions).where(and_(True, *conditions)).order_by(decisions.c.seq.desc()).limit(limit + 1)
+        self.ensure_schema()
+        with unavailable_on_db_errors("listing decisions"), self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+            page = rows[:limit]
+            items = self._stored(page, conn)
+        next_cursor = encode_cursor(page[-1]["seq"]) if len(rows) > limit else None
+        return items, next_cursor
+
+    def count_decisions(self) -> int:
+        self.ensure_schema()
+        with unavailable_on_db_errors("counting decisions"), self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(decisions)).scalar_one()
+
+    def iter_intakes(self, *, since: dt.datetime | None = None,
+                     limit: int | None = None) -> Iterator[tuple[str, dict]]:
+        """Oldest first, fetched in batches so a long replay holds no connection open."""
+        self.ensure_schema()
+        after, produced, batch = 0, 0, 500
+        while limit is None or produced < limit:
+            size = batch if limit is None else min(batch, limit - produced)
+            query = select(decisions.c.seq, decisions.c.decision_id, decisions.c.intake).where(decisions.c.seq > after)
+            if since is not None:
+                query = query.where(decisions.c.created_at >= since)
+            with unavailable_on_db_errors("reading intakes"), self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(decisions.c.seq).limit(size)).all()
+            for seq, decision_id, intake in rows:
+                yield decision_id, intake
+            produced += len(rows)
+            if len(rows) < size:
+                return
+            after = rows[-1][0]
+
+    # -- reviews -----------------------------------------------------------------------------
+
+    def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str,
+                   client: str = "") -> Review:
+        """Append a physician's sign-off. Raises DecisionNotFound, or ReviewNotAllowed when the
+        decision does not ask for review; the decision itself never changes."""
+        if outcome not in REVIEW_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}")
+        if not _DECISION_ID.match(decision_id):
+            raise DecisionNotFound(decision_id)
+        self.ensure_schema()
+        review = Review(review_id=str(uuid.uuid4()), decision_id=decision_id, created_at=_now(),
+                        reviewer=reviewer, outcome=outcome, note=note)
+        with unavailable_on_db_errors("saving a review"), self.engine.begin() as conn:
+            required = conn.execute(select(decisions.c.physician_review_required)
+                                    .where(decisions.c.decision_id == decision_id)).scalar_one_or_none()
+            if required is None:
+                raise DecisionNotFound(decision_id)
+            if not required:
+                raise ReviewNotAllowed(decision_id)
+            conn.execute(insert(reviews), {
+                "review_id": review.review_id, "decision_id": decision_id, "created_at": review.created_at,
+                "reviewer": reviewer, "outcome": outcome, "note": note, "client": client,
+            })
+        return review
+
+    def ping(self) -> None:
+        with unavailable_on_db_errors("reaching the decision log"), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _stored(self, rows, conn) -> list[StoredDecision]:
+        ids = [row["decision_id"] for row in rows]
+        by_decision: dict[str, list[Review]] = {i: [] for i in ids}
+        if ids:
+            review_rows = conn.execute(
+                select(reviews).where(reviews.c.decision_id.in_(ids)).order_by(reviews.c.seq)).mappings()
+            for r in review_rows:
+                by_decision[r["decision_id"]].append(Review(
+                    review_id=r["review_id"], decision_id=r["decision_id"], created_at=r["created_at"],
+                    reviewer=r["reviewer"], outcome=r["outcome"], note=r["note"]))
+        return [
+            StoredDecision(
+                decision_id=row["decision_id"], created_at=row["created_at"], client=row["client"],
+                source=row["source"], subject_id=row["subject_id"], decision=row["decision"],
+                physician_review_required=row["physician_review_required"], urgent=row["urgent"],
+                ruleset_name=row["ruleset_name"], ruleset_version=row["ruleset_version"],
+                ruleset_digest=row["ruleset_digest"], body=row["body"], intake=row["intake"],
+                reviews=tuple(by_decision[row["decision_id"]]),
+            )
+            for row in rows
+        ]
+
+
+def _review_status_condition(status: str):
+    required = decisions.c.physician_review_required
+    if status == "not_required":
+        return required.is_(False)
+    has_review = exists().where(reviews.c.decision_id == decisions.c.decision_id)
+    if status == "pending":
+        return and_(required.is_(True), ~has_review)
+    latest = (select(reviews.c.outcome).where(reviews.c.decision_id == decisions.c.decision_id)
+              .order_by(reviews.c.seq.desc()).limit(1).scalar_subquery())
+    return and_(required.is_(True), latest == ("approve" if status == "approved" else "decline"))
+
+
+def open_store(url: str) -> SqlStore:
+    """The app's store. A database that is down at start does not stop the service: it answers
+    503 (and /readyz says why) until the database is back, then migrates and carries on."""
+    store = SqlStore(url, migrate_now=False)
+    try:
+        store.ensure_schema()
+    except StoreUnavailable as exc:
+        logging.getLogger(__name__).warning("decision log unavailable at start (%s); retrying on use", exc)
+    return store

@@ -1,0 +1,47 @@
+"""Settings of the clinician pages, from the environment (every variable is in the README table)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"configuration: {name} must be 1 or 0, got {raw!r}")
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"configuration: {name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    # None: a random key per process (sessions do not survive a restart or cross workers).
+    secret_key: str | None = None
+    # SCREENING_USERS: a path to a JSON file, or the JSON itself.
+    users: str = ""
+    # Off only for plain-http development on loopback: browsers drop Secure cookies over http.
+    cookie_secure: bool = True
+    session_hours: int = 8
+
+    @classmethod
+    def from_env(cls) -> "WebSettings":
+        return cls(
+            secret_key=os.environ.get("SCREENING_SECRET_KEY") or None,
+            users=os.environ.get("SCREENING_USERS", ""),
+            cookie_secure=_flag("SCREENING_COOKIE_SECURE", True),
+            session_hours=_int("SCREENING_SESSION_HOURS", 8),
+        )
