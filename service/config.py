@@ -8,24 +8,36 @@ from pathlib import Path
 from service.ruleset import default_rules_path
 
 
-def _int(name: str, default: int) -> int:
+def env_number(name: str, default, kind=int):
+    """A number from the environment; a malformed one stops start-up with the variable named."""
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise SystemExit(f"configuration: {name} must be a whole number, got {raw!r}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise SystemExit(f"configuration: {name} must be {what}, got {raw!r}") from None
+
+
+def env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"configuration: {name} must be 1 or 0, got {raw!r}")
+
+
+def _int(name: str, default: int) -> int:
+    return env_number(name, default, int)
 
 
 def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"configuration: {name} must be a number, got {raw!r}") from None
+    return env_number(name, default, float)
 
 
 @dataclass(frozen=True)

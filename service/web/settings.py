@@ -4,27 +4,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from service.config import env_flag, env_number
 
-def _flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SystemExit(f"configuration: {name} must be 1 or 0, got {raw!r}")
+
+_flag = env_flag
 
 
 def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"configuration: {name} must be a whole number, got {raw!r}") from None
+    return env_number(name, default, int)
 
 
 @dataclass(frozen=True)
