@@ -351,3 +351,24 @@ def test_reload_under_load_loses_no_request_and_never_mixes_rulesets(live):
     for _, digest, decision in results:
         assert expected[digest] == decision
     assert sum(1 for _ in app.extensions["store"].iter_intakes()) == 400  # every answer was logged
+
+
+def test_diff_replays_the_decision_log(tmp_path, monkeypatch):
+    """`rules diff --from-log` replays what intake systems really sent."""
+    from service.app import create_app
+    from service.auth import SCOPES, create_key
+
+    db = tmp_path / "log.sqlite3"
+    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path / "state", database_url=f"sqlite:///{db}"))
+    token = create_key(app.extensions["store"].keys, "t", SCOPES).token
+    client = app.test_client()
+    for line in _corpus(tmp_path).read_text().splitlines()[:5]:
+        assert client.post("/v1/screenings", json=json.loads(line),
+                           headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    candidate = make_pack(tmp_path / "cand")
+    _lower_threshold(candidate)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    result = CliRunner().invoke(main, ["rules", "diff", "--current", str(PACK), "--candidate", str(candidate),
+                                       "--from-log", "--as-of", "2026-11-24"])
+    assert result.exit_code == 0, result.output
+    assert "5 screened, 0 invalid, 2 decisions change" in result.output
