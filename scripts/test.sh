@@ -4,7 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-$(command -v python3.12 || command -v python3.11 || command -v python3)}
+# durable-rules imports on 3.11 and 3.12 only. A name on PATH may be a shim that does not run
+# (pyenv), so each candidate is asked for its version.
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3.12 python3.11 python3; do
+    if "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 13))' 2>/dev/null; then
+      PY=$candidate
+      break
+    fi
+  done
+fi
+if [ -z "$PY" ]; then
+  echo "needs Python 3.11 or 3.12 (durable-rules does not import on 3.13); set PYTHON=/path/to/python" >&2
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
