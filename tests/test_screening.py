@@ -79,3 +79,20 @@ def test_explain_reports_every_rule(ruleset):
     assert statuses["active_psychosis"]["status"] == "not_fired"
     assert any(c["path"] == "psychiatric_history.psychosis" and c["held"] is False
                for c in statuses["active_psychosis"]["comparisons"])
+
+
+def test_any_text_the_schema_accepts_reaches_the_engine_safely(ruleset, reference_ruleset):
+    # JSON may carry escapes that are not valid Unicode (a lone surrogate); the C engine
+    # must never see raw invalid UTF-8, whatever the entry point.
+    import pytest
+    from marshmallow import ValidationError
+
+    raw = example("eligible-iv")
+    raw["medications"] = [{"name": "\ud800 sertraline", "class": "maoi"}]
+    with pytest.raises(ValidationError):
+        validated(raw)
+    raw["medications"] = [{"name": "sertraline é 漢字 \"\\ \u2028", "class": "maoi"}]
+    intake = validated(raw)
+    intake["medications"][0]["name"] += "\ud800"  # past the schema too: the engine still copes
+    d = screen(intake, ruleset, as_of=AS_OF)
+    assert d.reason_ids == screen(intake, reference_ruleset, as_of=AS_OF).reason_ids == ["bp_raising_medication"]

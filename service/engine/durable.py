@@ -70,7 +70,7 @@ class DurableRules:
             definition[f"r{index}"] = {"all": [{"m": {"$and": [{MARKER: 1}] + [_literal(c) for c in conjunction]}}]}
         definition[CATCH_ALL] = {"all": [{"m": {MARKER: 1}}]}
         try:
-            handle = dre.create_ruleset(f"s{next(_names)}", json.dumps(definition, ensure_ascii=False))
+            handle = dre.create_ruleset(f"s{next(_names)}", json.dumps(definition))
         except Exception as exc:  # the C extension raises its own bare error type
             raise EngineError(f"durable-rules could not compile a ruleset: {exc}") from exc
         self.shard_count += 1
@@ -84,7 +84,7 @@ class DurableRules:
         with self._lock:
             for shards in self._plan.get(route, []):
                 # One serialisation per layer: the fact changes only by the findings it gains.
-                body = json.dumps(fact, ensure_ascii=False)
+                body = json.dumps(fact)  # ASCII: text the C parser reads safely, lone surrogates included
                 new: set[str] = set()
                 for handle, rule_ids in shards:
                     for action in _fire(handle, body):
