@@ -233,8 +233,9 @@ def test_feedback_is_recorded_against_the_cards_decision(cds, cds_app):
     r = cds.post(SIGN + "/feedback", feedback)
     assert r.status_code == 200
     assert r.get_json() == {"recorded": 1, "unknown_cards": []}
-    kept = [f for f in cds_app.extensions["cds_hooks"].feedback if f["card"] == card["uuid"]]
-    assert kept and kept[-1]["decision_found"] is True and kept[-1]["override_reason"]["code"] == reason["code"]
+    kept = cds_app.extensions["store"].feedback_for(card["uuid"])  # in the decision log, beside the decision
+    assert len(kept) == 1 and kept[0]["decision_found"] is True and kept[0]["override_reason"]["code"] == reason["code"]
+    assert kept[0]["client"].startswith("cds-hooks:") and kept[0]["outcome"] == "overridden"
 
 
 def test_feedback_shapes_are_checked(cds):

@@ -42,7 +42,7 @@ class CdsHooksState:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     max_body_bytes: int = 4 * 1024 * 1024
     mapping: Mapping = field(default_factory=default_mapping)
-    # Feedback kept in memory when the decision store cannot record it (see record_feedback).
+    # Feedback on cards the decision log does not know (see record_feedback).
     feedback: list[dict] = field(default_factory=list)
 
 
@@ -172,7 +172,8 @@ def feedback(service_id: str):
 
 def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     """Record one feedback item against the decision its card was made from (card uuid = decision
-    id). A store that offers ``save_feedback`` keeps it; otherwise it is kept in memory."""
+    id), in the decision log. Feedback on a card the log does not know is reported back to the
+    caller and kept in memory only (there is no decision to attach it to)."""
     store = current_app.extensions.get("store")
     found = None
     if store is not None:
@@ -188,9 +189,11 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
         "accepted_suggestions": [s.get("id") for s in item.get("acceptedSuggestions") or []],
         "outcome_timestamp": item["outcomeTimestamp"],
     }
-    saver = getattr(store, "save_feedback", None)
-    if callable(saver) and found:
-        saver(entry)
+    if found:
+        try:
+            store.save_feedback(entry)
+        except StoreUnavailable:
+            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
     else:
         _state().feedback.append(entry)
     return entry

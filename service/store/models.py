@@ -78,6 +78,18 @@ reviews = Table(
     Index("ix_reviews_decision_seq", "decision_id", "seq"),
 )
 
+cds_feedback = Table(
+    "cds_feedback", metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("decision_id", String(64), ForeignKey("decisions.decision_id"), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("service", String(100), nullable=False),
+    Column("client", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("body", Json, nullable=False),
+    Index("ix_cds_feedback_decision", "decision_id", "seq"),
+)
+
 api_keys = Table(
     "api_keys", metadata,
     Column("id", String(32), primary_key=True),

@@ -28,7 +28,7 @@ from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFou
                                 ReviewNotAllowed, StoredDecision, StoreUnavailable)
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.keys import ApiKeyStore
-from service.store.models import decisions, reviews
+from service.store.models import cds_feedback, decisions, reviews
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
@@ -235,6 +235,21 @@ class SqlStore:
                 "reviewer": reviewer, "outcome": outcome, "note": note, "client": client,
             })
         return review
+
+    def save_feedback(self, entry: dict) -> None:
+        """Append what a clinician did with a CDS Hooks card (its uuid is the decision id)."""
+        self.ensure_schema()
+        with unavailable_on_db_errors("saving CDS Hooks feedback"), self.engine.begin() as conn:
+            conn.execute(insert(cds_feedback), {
+                "decision_id": entry["decision_id"], "created_at": _now(), "service": entry["service"],
+                "client": entry["client"], "outcome": entry["outcome"], "body": entry,
+            })
+
+    def feedback_for(self, decision_id: str) -> list[dict]:
+        with unavailable_on_db_errors("reading CDS Hooks feedback"), self.engine.connect() as conn:
+            rows = conn.execute(select(cds_feedback.c.body).where(cds_feedback.c.decision_id == decision_id)
+                                .order_by(cds_feedback.c.seq)).scalars()
+            return list(rows)
 
     def ping(self) -> None:
         with unavailable_on_db_errors("reaching the decision log"), self.engine.connect() as conn:
