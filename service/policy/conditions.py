@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterator, Union
 
 from dateutil.relativedelta import relativedelta
@@ -252,6 +253,13 @@ def age(value: Any, as_of: dt.datetime) -> tuple[float, float]:
     plus the remaining days as a fraction below one, so ``within_months: 12`` is exact."""
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value)
+    return _age(value, as_of)
+
+
+@lru_cache(maxsize=4096)
+def _age(value: dt.date, as_of: dt.datetime) -> tuple[float, float]:
+    # Cached: the fact builder and every rule's explanation ask the same few dates of one
+    # screening, and calendar arithmetic is the dearest part of a date comparison.
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
