@@ -6,9 +6,16 @@
   backend agrees with the reference backend on every generated intake;
 - concurrent: screened at once on many threads and processes, every intake gets exactly the
   decision it gets alone (the durable backend shares one engine per ruleset);
-- every entry point (HTTP, CLI) hands out the decision ``screen()`` makes.
+- every entry point (HTTP, CLI, batch) hands out the decision ``screen()`` makes. (CDS Hooks
+  maps FHIR to an intake first; tests/test_cdshooks_service.py compares its decisions with the
+  intake JSON's.)
 
-Example counts are bounded (HYPOTHESIS_PROFILE=ci is derandomized, see tests/conftest.py).
+"Adding a contraindication" never fills in an unknown: turning medications from unknown into
+[an SSRI] legitimately turns ``incomplete`` into ``eligible``, so a change that is not a risk by
+itself is applied only where the field is already known.
+
+Example counts are bounded (~30 s of CPU for this file); the ``ci`` profile (CI=true, see
+tests/conftest.py) is derandomized so a red build replays. Longer local runs: raise max_examples.
 """
 from __future__ import annotations
 
@@ -77,20 +84,30 @@ def _set(path: str, value) -> Callable[[dict], None]:
     return lambda intake: _obj(intake, parent).__setitem__(leaf, value)
 
 
-def _escalate(path: str, scale: tuple[str, ...], to: str) -> Callable[[dict], None]:
+def _escalate(path: str, scale: tuple[str, ...], to: str, risk_from: str | None) -> Callable[[dict], None]:
+    """Move a graded field up its scale. From unknown, only to a value that is a risk by itself
+    (``risk_from`` or above): unknown -> "mild" supplies data, it adds no contraindication."""
     parent, leaf = path.split(".")
 
     def apply(intake: dict) -> None:
         obj = _obj(intake, parent)
         current = obj.get(leaf)
-        if current is None or scale.index(to) > scale.index(current):
+        if current is None:
+            if risk_from is not None and scale.index(to) >= scale.index(risk_from):
+                obj[leaf] = to
+        elif scale.index(to) > scale.index(current):
             obj[leaf] = to
     return apply
 
 
-def _append(key: str, item: dict) -> Callable[[dict], None]:
+def _append(key: str, item: dict, create: bool = True) -> Callable[[dict], None]:
+    """Add an entry. Turning an unknown list into a known one also *removes* the unknown (an
+    intake with medications unknown is incomplete; one whose only medication is an SSRI is
+    eligible), so an entry that is not itself a risk is added only to a list already known."""
     def apply(intake: dict) -> None:
         if not isinstance(intake.get(key), list):
+            if not create:
+                return
             intake[key] = []
         intake[key].append(item)
     return apply
@@ -103,7 +120,8 @@ def _raise_pressure(systolic: int, diastolic: int) -> Callable[[dict], None]:
         if isinstance(sbp, int):
             vitals["systolic_bp"] = min(300, sbp + systolic)
         if isinstance(dbp, int):
-            ceiling = min(200, vitals.get("systolic_bp", 300) - 1)
+            now = vitals.get("systolic_bp")
+            ceiling = min(200, now - 1) if isinstance(now, int) else 200
             vitals["diastolic_bp"] = max(dbp, min(ceiling, dbp + diastolic))
     return apply
 
@@ -153,15 +171,19 @@ def contraindication_families() -> dict[str, st.SearchStrategy[Contraindication]
     }
     for p in ("treatment.rems_enrolled", "treatment.observation_2h_arranged", "treatment.transport_home_arranged"):
         families[f"{p} = false"] = st.just(Contraindication(f"{p} = false", _set(p, False)))
-    for path, scale in (("psychiatric_history.psychosis", PSYCHOSIS),
-                        ("psychiatric_history.suicidal_ideation", SUICIDAL_IDEATION),
-                        ("medical_history.hepatic_impairment", HEPATIC_IMPAIRMENT)):
+    # Active ideation is a risk with a plan, or with the plan unknown: not by itself.
+    for path, scale, risk_from in (("psychiatric_history.psychosis", PSYCHOSIS, "past"),
+                                   ("psychiatric_history.suicidal_ideation", SUICIDAL_IDEATION, None),
+                                   ("medical_history.hepatic_impairment", HEPATIC_IMPAIRMENT, "moderate")):
         families[f"{path} up"] = st.sampled_from(scale[1:]).map(
-            lambda v, path=path, scale=scale: Contraindication(f"{path} -> {v}", _escalate(path, scale, v), strict=False))
+            lambda v, path=path, scale=scale, risk_from=risk_from: Contraindication(
+                f"{path} -> {v}", _escalate(path, scale, v, risk_from), strict=False))
     families.update({
         "substance use entry": substance.map(lambda i: Contraindication(f"substance use {i}", _append("substance_use", i))),
         "substance use disorder": disorder.map(lambda i: Contraindication(f"disorder {i}", _append("substance_use", i))),
-        "medication": medication.map(lambda i: Contraindication(f"medication {i}", _append("medications", i))),
+        "medication": medication.map(lambda i: Contraindication(f"medication {i}", _append("medications", i, create=False))),
+        "risky medication": st.sampled_from(("maoi", "stimulant", "benzodiazepine", "opioid", "sedative")).map(
+            lambda c: Contraindication(f"medication {c}", _append("medications", {"name": "x", "class": c}))),
         "MAOI": st.just(Contraindication("MAOI", _append("medications", {"name": "phenelzine", "class": "maoi"}))),
         "blood pressure up": st.tuples(st.integers(1, 150), st.integers(0, 100)).map(
             lambda t: Contraindication(f"blood pressure +{t[0]}/+{t[1]}", _raise_pressure(*t))),
@@ -253,7 +275,7 @@ def test_removing_a_required_field_from_a_clean_intake_is_never_eligible(ruleset
     if how == "parent" and len(parts) > 1 and not IntakeSchema().fields[parts[0]].required:
         parts = parts[:1]
     for part in parts[:-1]:
-        holder = holder[part]
+        holder = holder[part]  # present: a clean eligible had every required field
     if how == "null":
         holder[parts[-1]] = None
     else:
