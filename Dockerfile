@@ -13,7 +13,13 @@ WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 COPY rules ./rules
+# The only place the service writes (the SQLite log by default, the last good rule pack): a
+# volume, so the root filesystem can be mounted read-only (`docker run --read-only --tmpfs /tmp
+# -v screening-data:/data …`; /tmp holds gunicorn's metric samples).
+RUN mkdir /data && chown screening:screening /data
+VOLUME ["/data"]
 ENV SCREENING_RULES_DIR=/app/rules/ketamine-screening \
+    SCREENING_STATE_DIR=/data \
     SCREENING_BIND=0.0.0.0:8000 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
