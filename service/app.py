@@ -11,6 +11,7 @@ from service.config import Settings
 from service.observability.hooks import init_app as init_observability
 from service.reload import Reloader, load_or_fall_back
 from service.ruleset import RulesetHolder
+from service.ratelimit import init_app as init_rate_limit
 from service.store.sql import open_store
 from service.web import init_web
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # The decision log (migrated under a lock; a database down at start is retried on use).
     app.extensions["store"] = open_store(settings.store_url)
+    # Requests per API key, counted in that database (429 past SCREENING_RATE_LIMIT).
+    init_rate_limit(app, settings.rate_limit, app.extensions["store"])
     # ScreeningApi: flask-smorest's Api with our error body and the description completed.
     api = ScreeningApi(app)
     auth.register(api)  # API keys: security schemes and 401/403 in the description

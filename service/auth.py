@@ -23,6 +23,7 @@ from flask_smorest.utils import deepupdate
 
 from schemas.errors import ErrorSchema
 from service.api.problems import ApiError
+from service import ratelimit
 from service.store.keys import ApiKeyRecord, ApiKeyStore
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ def _check(scope: str) -> ApiKeyRecord:
     if not grants(record, scope):
         log.warning("API key %s lacks scope %s for %s %s", record.id, scope, request.method, request.path)
         raise ApiError(403, f"This API key does not have the '{scope}' scope.")
+    # Counted only once admitted: refused requests cost a key nothing, and nobody can use up
+    # someone else's rate without their key.
+    ratelimit.check(current_app, record.id)
     return record
 
 

@@ -53,6 +53,8 @@ class Settings:
     # Seconds between checks of the rules directory; 0 turns the watcher off.
     reload_interval: float = 2.0
     compile_timeout: float = 30.0
+    # Requests per API key, counted in the database across workers and instances; "0"/"off": none.
+    rate_limit: str = "1200/minute"
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -65,6 +67,7 @@ class Settings:
             "state_dir": Path(os.environ.get("SCREENING_STATE_DIR") or "var"),
             "reload_interval": _float("SCREENING_RELOAD_INTERVAL", 2.0),
             "compile_timeout": _float("SCREENING_COMPILE_TIMEOUT", 30.0),
+            "rate_limit": os.environ.get("SCREENING_RATE_LIMIT", "1200/minute"),
         }
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})

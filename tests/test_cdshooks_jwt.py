@@ -170,3 +170,19 @@ def test_environment_wiring(monkeypatch, tmp_path, signer):
     assert client.get("/cds-services", headers={"Authorization": f"Bearer {ok}"}).status_code == 200
     local = signer.token("http://localhost/cds-services")
     assert client.get("/cds-services", headers={"Authorization": f"Bearer {local}"}).status_code == 401
+
+
+def test_a_replay_is_refused_by_every_worker_sharing_the_log(tmp_path, signer, database_url):
+    """Each gunicorn worker (and instance) has its own Verifier; the used jti lives in the
+    shared database, so a token replayed to another worker is refused too."""
+    from service.cdshooks.jwt_auth import StoreJtiCache
+    from service.store.sql import SqlStore
+
+    jwks = str(signer.write_jwks(tmp_path))
+    workers = [Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=jwks)}, jtis=StoreJtiCache(SqlStore(database_url)))
+               for _ in range(2)]
+    token = signer.token(AUD)
+    workers[0].verify(bearer(token), AUD)
+    with pytest.raises(AuthError, match="replay"):
+        workers[1].verify(bearer(token), AUD)
+    workers[1].verify(bearer(signer.token(AUD)), AUD)  # a fresh token still passes

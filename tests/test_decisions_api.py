@@ -233,7 +233,9 @@ def test_sqlite_locked_gives_503_and_stores_nothing_then_resumes(tmp_path, caplo
     """A writer that holds the database past the busy timeout: the save fails after the screening
     ran, and the client gets 503, not a decision the log does not have."""
     path = tmp_path / "log.sqlite3"
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path,
+    # Rate limiting off: its counter is a write too and would meet the lock first (503 either way,
+    # tests/test_rate_limit.py); this test is about the save after screening.
+    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, rate_limit="off",
                                        database_url=f"sqlite:///{path}?timeout=0.3"))
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(app.extensions["store"].keys, "t", SCOPES).token

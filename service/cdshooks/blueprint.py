@@ -23,7 +23,7 @@ from service.cdshooks.cards import decision_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
                                          parse_draft_orders)
-from service.cdshooks.jwt_auth import AuthError, Verifier, verifier_from_env
+from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
 from service.decision import jsonable
 from service.screening import screen
@@ -61,7 +61,11 @@ def _cors_origins() -> list[str] | str:
 
 
 def register(app: Flask, state: CdsHooksState | None = None) -> None:
-    app.extensions["cds_hooks"] = state or state_from_env()
+    state = state or state_from_env()
+    store = app.extensions.get("store")
+    if store is not None and hasattr(store, "use_jti_once"):
+        state.verifier.jtis = StoreJtiCache(store)
+    app.extensions["cds_hooks"] = state
     app.register_blueprint(bp)
 
 

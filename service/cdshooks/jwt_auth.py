@@ -6,12 +6,13 @@ Clients"), verified with PyJWT.
   or from the `jku` header only when that URL is allow-listed for the same issuer.
 - `aud` must be the exact URL of the endpoint called; `exp` and `iat` are required and checked
   with a small leeway; `jti` is required and a token is accepted once.
-- Seen `jti`s are kept in memory until their `exp` (plus leeway), per process: with several
-  gunicorn workers a replay could reach another worker, which the short `exp` bounds. Tokens
-  whose `exp` is further away than ``max_lifetime`` are refused so the memory stays bounded.
+- Seen `jti`s are kept in the decision log's database until their `exp` (plus leeway), so a
+  replay is refused by whichever worker or instance it reaches (in memory only where there is no
+  store). Tokens whose `exp` is further away than ``max_lifetime`` are refused, which bounds both.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -72,6 +73,18 @@ class JtiCache:
                 return False
             self._seen[key] = expires_at
             return True
+
+
+class StoreJtiCache:
+    """``use_once`` over the shared database (see service.store.sql.SqlStore.use_jti_once)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def use_once(self, key: str, expires_at: float, now: float) -> bool:
+        # Hashed: a fixed-size key, and the issuer/jti text (with its NUL separator) never
+        # reaches a database column.
+        return self._store.use_jti_once(hashlib.sha256(key.encode("utf-8")).hexdigest(), expires_at, now)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
                         MetaData, String, Table, Text)
 from sqlalchemy.types import TypeDecorator
 
@@ -90,6 +90,15 @@ cds_feedback = Table(
     Index("ix_cds_feedback_decision", "decision_id", "seq"),
 )
 
+# JWT ids of CDS clients already used, until they expire (epoch seconds): a replay is refused by
+# whichever worker or instance it reaches.
+cds_jti = Table(
+    "cds_jti", metadata,
+    Column("jti", String(600), primary_key=True),
+    Column("expires_at", Float(), nullable=False),
+    Index("ix_cds_jti_expires_at", "expires_at"),
+)
+
 api_keys = Table(
     "api_keys", metadata,
     Column("id", String(32), primary_key=True),
@@ -98,4 +107,12 @@ api_keys = Table(
     Column("token_sha256", String(64), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=True),
+)
+
+# Requests per API key and fixed window (service/ratelimit.py): scratch counters, not records.
+rate_limits = Table(
+    "rate_limits", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("window_start", BigInteger(), primary_key=True),  # Unix seconds
+    Column("count", Integer(), nullable=False),
 )

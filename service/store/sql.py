@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, and_, create_engine, event, exists, func, insert, select, text
+from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
 from schemas.store import MAX_PAGE
@@ -28,7 +29,7 @@ from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFou
                                 ReviewNotAllowed, StoredDecision, StoreUnavailable)
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.keys import ApiKeyStore
-from service.store.models import cds_feedback, decisions, reviews
+from service.store.models import cds_feedback, cds_jti, decisions, reviews
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
@@ -250,6 +251,18 @@ class SqlStore:
             rows = conn.execute(select(cds_feedback.c.body).where(cds_feedback.c.decision_id == decision_id)
                                 .order_by(cds_feedback.c.seq)).scalars()
             return list(rows)
+
+    def use_jti_once(self, key: str, expires_at: float, now: float) -> bool:
+        """True the first time a JWT id is presented, False for a replay (until it expires)."""
+        self.ensure_schema()
+        with unavailable_on_db_errors("checking a CDS client's JWT id"), self.engine.begin() as conn:
+            conn.execute(delete(cds_jti).where(cds_jti.c.expires_at < now))
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(cds_jti), {"jti": key, "expires_at": expires_at})
+            except IntegrityError:
+                return False
+        return True
 
     def ping(self) -> None:
         with unavailable_on_db_errors("reaching the decision log"), self.engine.connect() as conn:

@@ -1,4 +1,5 @@
-"""CDS Hooks feedback: what clinicians did with a card, kept against its decision, append-only.
+"""CDS Hooks: feedback (what clinicians did with a card, kept against its decision,
+append-only) and the JWT ids already used (replay refused across every worker and instance).
 
 Revision ID: 0002
 Revises: 0001
@@ -36,5 +37,14 @@ def upgrade() -> None:
                        "BEGIN SELECT RAISE(ABORT, 'cds_feedback is append-only'); END")
 
 
+    op.create_table(
+        "cds_jti",
+        sa.Column("jti", sa.String(600), primary_key=True),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_cds_jti_expires_at", "cds_jti", ["expires_at"])
+
+
 def downgrade() -> None:
+    op.drop_table("cds_jti")
     op.drop_table("cds_feedback")
