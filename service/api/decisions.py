@@ -5,15 +5,15 @@ DELETE get 405). A sign-off is a new record beside the decision.
 """
 from __future__ import annotations
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, g, jsonify
 from flask_smorest import Blueprint
-from marshmallow import RAISE, ValidationError
+from marshmallow import RAISE
 
 from schemas.errors import ErrorSchema
 from schemas.store import (DecisionPageSchema, DecisionQuerySchema, ReviewQueueQuerySchema,
                            ReviewRequestSchema, ReviewSchema, StoredDecisionSchema)
-from service.api.jsonbody import parse_json_object
-from service.api.problems import ApiError, validation_error
+from service.api.jsonbody import load_body
+from service.api.problems import ApiError
 from service.auth import require_scope
 from service.decision import jsonable
 from service.store.base import DecisionNotFound, Review, ReviewNotAllowed, StoredDecision
@@ -101,12 +101,7 @@ def review_queue(status: str = "pending", **page):
 @blp.alt_response(422, schema=ErrorSchema, description="The sign-off is not valid; every problem by field path.")
 def review_decision(decision_id: str):
     """Record a physician's sign-off (approve or decline) on a decision that requires review."""
-    settings = current_app.extensions["settings"]
-    raw = parse_json_object(request, settings.max_body_bytes, settings.max_json_depth)
-    try:
-        body = _review_request.load(raw)
-    except ValidationError as exc:
-        raise validation_error(exc, "The sign-off is not valid.") from None
+    body = load_body(_review_request, "sign-off")
     store = current_app.extensions["store"]
     try:
         review = store.add_review(decision_id, reviewer=body["reviewer"], outcome=body["outcome"],

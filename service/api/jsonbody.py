@@ -11,10 +11,11 @@ import math
 import re
 from typing import Any
 
-from flask import Request
+from flask import Request, current_app, request
+from marshmallow import Schema, ValidationError
 
 from schemas.errors import dotted
-from service.api.problems import ApiError
+from service.api.problems import ApiError, validation_error
 
 
 class _Reject(ValueError):
@@ -138,3 +139,14 @@ def parse_json_bytes(data: bytes, max_bytes: int, max_depth: int) -> dict:
         raise ApiError(422, f"The body must be a JSON object, not {kind}.",
                        [{"path": "$", "message": "must be an object"}])
     return value
+
+
+def load_body(schema: Schema, what: str) -> dict:
+    """The request's JSON body, read strictly and validated by ``schema``: 4xx JSON errors that
+    name every field path at fault, with the app's body limits."""
+    settings = current_app.extensions["settings"]
+    raw = parse_json_object(request, settings.max_body_bytes, settings.max_json_depth)
+    try:
+        return schema.load(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, f"The {what} is not valid.") from None

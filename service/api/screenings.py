@@ -1,15 +1,14 @@
 """POST /v1/screenings: an intake in, a decision out."""
 from __future__ import annotations
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, g, jsonify
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, fields
 
 from schemas.decision import DecisionSchema
 from schemas.errors import ErrorSchema
 from schemas.intake import IntakeSchema
-from service.api.jsonbody import parse_json_object
-from service.api.problems import validation_error
+from service.api.jsonbody import load_body
 from service.auth import require_scope
 from service.decision import jsonable
 from service.screening import screen
@@ -35,12 +34,7 @@ class ScreeningQuerySchema(Schema):
 @blp.alt_response(503, schema=ErrorSchema, description="The decision log is down: no decision is given (Retry-After).")
 def create_screening(explain: bool = False):
     """Screen one intake."""
-    settings = current_app.extensions["settings"]
-    raw = parse_json_object(request, settings.max_body_bytes, settings.max_json_depth)
-    try:
-        intake = _intake_schema.load(raw)
-    except ValidationError as exc:
-        raise validation_error(exc, "The intake is not valid.") from None
+    intake = load_body(_intake_schema, "intake")
     ruleset = current_app.extensions["rulesets"].current
     decision = screen(intake, ruleset, explain=explain)
     g.decision = decision  # for request logs and metrics, which never see intake values
