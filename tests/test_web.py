@@ -108,6 +108,25 @@ def test_sign_in_never_redirects_off_site(https_client):
         token = csrf_token(https_client.get("/").get_data(as_text=True))
 
 
+def test_password_guessing_is_stopped_per_user_name_across_instances(app, https_client, database_url, monkeypatch, tmp_path):
+    """Ten attempts per user name in 15 minutes, counted in the shared database: an 11th guess
+    gets 429 without its password being checked, even on another worker or instance, and the
+    right password does not get through either; another user name is unaffected."""
+    other_instance = make_app(monkeypatch, tmp_path / "second", database_url).test_client()
+    other_instance.environ_base["wsgi.url_scheme"] = "https"
+    for attempt in range(10):
+        client = https_client if attempt % 2 else other_instance
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        response = client.post("/login", data={"username": "dr.ada", "password": "wrong", "csrf_token": token})
+        assert response.status_code == 401, attempt
+    token = csrf_token(https_client.get("/login").get_data(as_text=True))
+    response = https_client.post("/login", data={"username": "dr.ada", "password": PASSWORDS["dr.ada"],
+                                                 "csrf_token": token})
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    assert "Too many sign-in attempts" in response.get_data(as_text=True)
+    sign_in(https_client, "nurse.bo")
+
+
 def test_sign_out_ends_the_session(https_client):
     sign_in(https_client, "nurse.bo")
     token = csrf_token(https_client.get("/").get_data(as_text=True))

@@ -12,6 +12,13 @@ from service.web.settings import WebSettings
 from service.web.users import UserDirectory, UsersConfigError
 
 
+from service.ratelimit import Rate, RateLimiter  # noqa: E402
+from service.store.ratelimits import RateLimitStore  # noqa: E402
+
+# At most 10 sign-in attempts per user name in 15 minutes.
+SIGNIN_RATE = Rate(10, 15 * 60)
+
+
 def init_web(app: Flask, settings: WebSettings | None = None) -> None:
     settings = settings or WebSettings.from_env()
     try:
@@ -23,6 +30,11 @@ def init_web(app: Flask, settings: WebSettings | None = None) -> None:
                            "(add people with `screening users add`)")
     app.extensions["web_settings"] = settings
     app.extensions["users"] = users
+    # Password guessing: sign-in attempts per user name are counted in the shared database, so
+    # the limit holds across workers and instances (the same counter as API keys).
+    store = app.extensions["store"]
+    app.extensions["signin_limiter"] = RateLimiter(RateLimitStore(store.engine, store.ensure_schema),
+                                                   SIGNIN_RATE)
     security.configure(app, settings)
 
     from service.web.views import bp

@@ -5,6 +5,7 @@ review record (``add_review``), the decision itself is never changed.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
@@ -81,6 +82,16 @@ def login():
         return render_template("web/login.html", next_url=next_url, username="", error=None)
     username = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
+    if username:
+        # Counted before the password is checked: a guesser learns nothing past the limit.
+        key = "s" + hashlib.sha256(username.lower().encode("utf-8")).hexdigest()[:31]
+        usage = current_app.extensions["signin_limiter"].hit(key)
+        if not usage.allowed:
+            log.warning("sign-in refused: too many attempts for one user name")
+            minutes = max(1, round(usage.reset / 60))
+            return render_template("web/login.html", next_url=next_url, username=username,
+                                   error=f"Too many sign-in attempts for this user name; try again in {minutes} minutes."), \
+                429, {"Retry-After": usage.headers()["Retry-After"]}
     user = _users().authenticate(username, password) if username and password else None
     if user is None:
         # The name is logged only when it is a real account: a mistyped password in the name
