@@ -65,6 +65,20 @@ ERRORS: dict[int, tuple[str, str, str]] = {
           "retry after the Retry-After header's seconds.", "The decision log is unavailable; retry later."),
 }
 
+def _header(description: str) -> dict:
+    return {"description": description, "schema": {"type": "integer", "minimum": 0}}
+
+
+_RETRY_AFTER = {"Retry-After": _header("Seconds to wait before retrying.")}
+# The headers service.ratelimit sends (IETF RateLimit header fields draft).
+_RATE_LIMIT = {
+    "RateLimit-Limit": _header("Requests this API key may make in the window."),
+    "RateLimit-Remaining": _header("Requests left in the current window."),
+    "RateLimit-Reset": _header("Seconds until the window resets."),
+    "RateLimit-Policy": {"description": "The limit and window, e.g. `1200;w=60`.", "schema": {"type": "string"}},
+}
+_ERROR_HEADERS = {429: {**_RETRY_AFTER, **_RATE_LIMIT}, 503: _RETRY_AFTER}
+
 # Operations that read or write the decision log, by path prefix: they answer 503 when it is down
 # ("/cds-services/" with the slash: a hook call is stored, discovery is not).
 STORE_PATHS = ("/v1/screenings", "/v1/decisions", "/v1/reviews", "/cds-services/")
@@ -179,6 +193,8 @@ def complete(spec: dict, app: Flask) -> dict:
         media = response.setdefault("content", {}).setdefault(JSON, {})
         media.setdefault("schema", ERROR_REF)
         media.setdefault("example", example)
+        if status in _ERROR_HEADERS:
+            response.setdefault("headers", {}).update(_ERROR_HEADERS[status])
     responses["DEFAULT_ERROR"] = {
         "description": "Any other failure (500: an unexpected error; nothing was decided).",
         "content": {JSON: {"schema": ERROR_REF,
