@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from service.engine import CompiledRules, compile_rules
+from service.engine.base import layers
 from service.policy.loader import load_pack
-from service.policy.model import RulePack
+from service.policy.model import Rule, RulePack
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,12 @@ class Ruleset:
     @property
     def summary(self) -> dict[str, str]:
         return self.pack.summary()
+
+    @cached_property
+    def evaluation_order(self) -> tuple[Rule, ...]:
+        """The rules with every finding rule before the rules that use it (the engine's layers),
+        whatever order the files give them in."""
+        return tuple(rule for layer in layers(self.pack.rules) for rule in layer)
 
 
 def load_ruleset(path: Path | str, backend: str = "durable") -> Ruleset:

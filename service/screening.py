@@ -39,15 +39,19 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
     # A finding that could not be decided makes every rule that uses it undecided too.
     unknown_findings: dict[str, list[str]] = {}
     finding_results: dict[str, FindingResult] = {}
-    missing: list[str] = []
+    order = pack.rule_order
+    # missing path -> where it was first needed in pack order, so the list reads like the pack
+    missing_at: dict[str, tuple[int, int]] = {}
     reasons: list[Reason] = []
     explanation: list[dict] | None = [] if explain else None
 
-    for rule in pack.rules:
+    explained: dict[str, dict] = {}
+    # Finding rules first, so that a rule using a finding sees its evidence or its missing data.
+    for rule in ruleset.evaluation_order:
         applicable = rule.applies(route, indication)
         if not applicable:
             if explain:
-                explanation.append({"rule_id": rule.id, "status": "not_applicable"})
+                explained[rule.id] = {"rule_id": rule.id, "status": "not_applicable"}
             continue
         absent: list[str] = []
         if rule.id in fired:
@@ -68,14 +72,18 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
                 if rule.concludes:
                     unknown_findings[rule.concludes] = absent
                 else:  # an undecided finding reaches the decision through the rules using it
-                    missing.extend(p for p in absent if p not in missing)
+                    for i, path in enumerate(absent):
+                        missing_at[path] = min(missing_at.get(path, (order[rule.id], i)), (order[rule.id], i))
                 status = "undecided"
             else:
                 status = "not_fired"
         if explain:
-            explanation.append(_explain(rule, status, absent, evaluator))
+            explained[rule.id] = _explain(rule, status, absent, evaluator)
 
-    reasons.sort(key=lambda r: _EFFECT_ORDER[r.effect])  # stable: pack order within an effect
+    reasons.sort(key=lambda r: (_EFFECT_ORDER[r.effect], order[r.rule_id]))  # exclusions first, then pack order
+    missing = sorted(missing_at, key=missing_at.__getitem__)
+    if explain:
+        explanation = [explained[r.id] for r in pack.rules]
     if any(r.effect == "exclude" for r in reasons):
         outcome = INELIGIBLE
     elif missing:

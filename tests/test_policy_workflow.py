@@ -372,3 +372,33 @@ def test_diff_replays_the_decision_log(tmp_path, monkeypatch):
                                        "--from-log", "--as-of", "2026-11-24"])
     assert result.exit_code == 0, result.output
     assert "5 screened, 0 invalid, 2 decisions change" in result.output
+
+
+def test_a_rule_may_use_a_finding_concluded_later_in_the_pack(tmp_path):
+    """File order is the order of reasons, not of reasoning: a rule in an early file that uses a
+    finding concluded in a later one gets its evidence, and its missing data when undecided."""
+    from service.screening import screen
+    from tests.conftest import AS_OF, validated
+
+    pack_dir = make_pack(tmp_path, {"05-early.yaml": """\
+rules:
+  - id: early_bp_note
+    title: Uses a finding from 30-blood-pressure.yaml
+    when: {finding: bp_above_dosing_threshold}
+    effect: review
+    severity: caution
+    message: "Blood pressure above the dosing threshold."
+    citation: "software default (test)"
+"""}, drop_tests=True)
+    ruleset = load_ruleset(pack_dir)
+    high = json.loads((EXAMPLES / "eligible-iv.json").read_text())
+    high["vitals"].update(systolic_bp=150, diastolic_bp=85)
+    decision = screen(validated(high), ruleset, as_of=AS_OF)
+    early = next(r for r in decision.reasons if r.rule_id == "early_bp_note")
+    assert early.evidence["vitals.systolic_bp"] == 150 and early.findings == ["bp_above_dosing_threshold"]
+    assert decision.reason_ids.index("early_bp_note") < decision.reason_ids.index("elevated_blood_pressure")
+    no_bp = json.loads((EXAMPLES / "incomplete-no-vitals.json").read_text())
+    explained = {e["rule_id"]: e for e in screen(validated(no_bp), ruleset, as_of=AS_OF, explain=True).explanation}
+    assert explained["early_bp_note"]["status"] == "undecided"
+    assert "vitals.systolic_bp" in explained["early_bp_note"]["missing"]
+    assert [e["rule_id"] for e in explained.values()] == [r.id for r in ruleset.pack.rules]

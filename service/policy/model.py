@@ -94,6 +94,10 @@ class RulePack:
         raise KeyError(rule_id)
 
     @cached_property
+    def rule_order(self) -> dict[str, int]:
+        return {r.id: i for i, r in enumerate(self.rules)}
+
+    @cached_property
     def findings_used(self) -> dict[str, tuple[str, ...]]:
         """rule id -> the findings its condition uses (asked on every screening)."""
         return {r.id: tuple(findings_used(r.when)) for r in self.rules}
