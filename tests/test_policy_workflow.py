@@ -402,3 +402,13 @@ rules:
     assert explained["early_bp_note"]["status"] == "undecided"
     assert "vitals.systolic_bp" in explained["early_bp_note"]["missing"]
     assert [e["rule_id"] for e in explained.values()] == [r.id for r in ruleset.pack.rules]
+
+
+def test_diff_counts_hostile_lines_as_invalid_instead_of_failing(tmp_path):
+    corpus = tmp_path / "hostile.jsonl"
+    corpus.write_text("[" * 10_000 + "]" * 10_000 + "\n" + '{"subject_id": NaN}\n'
+                      + (EXAMPLES / "eligible-iv.json").read_text().replace("\n", " ") + "\n")
+    result = CliRunner().invoke(main, ["rules", "diff", "--current", str(PACK), "--candidate", str(PACK),
+                                       "--intakes", str(corpus), "--as-of", "2026-11-24"])
+    assert result.exit_code == 0, result.output
+    assert "3 screened, 2 invalid, 0 decisions change" in result.output

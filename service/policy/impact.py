@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import subprocess  # nosec B404 - git with fixed arguments; each call is marked where it stands
 import tarfile
 import tempfile
@@ -65,16 +64,22 @@ class ImpactReport:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict | None]]:
-    """(reference, raw intake or None if the line is not a JSON object), streaming."""
+    """(reference, raw intake or None if the line is not an acceptable JSON object), streaming.
+    Lines are read as strictly as an HTTP body or a batch line (the same limits)."""
+    from service.api.jsonbody import parse_json_bytes
+    from service.api.problems import ApiError
+    from service.config import Settings
+
+    settings = Settings.from_env()
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                value = parse_json_bytes(line, settings.max_body_bytes, settings.max_json_depth)
+            except ApiError:
                 value = None
-            yield f"line {number}", value if isinstance(value, dict) else None
+            yield f"line {number}", value
 
 
 def compare(current: Ruleset, candidate: Ruleset, intakes: Iterable[tuple[str, dict | None]],
