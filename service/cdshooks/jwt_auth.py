@@ -29,6 +29,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWKClient, PyJWKSet
 
+from service.cdshooks.urls import normalise_base_url
+
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 # NumericDates past this (year 5138) are not dates a short-lived token carries; it also keeps a
 # huge integer from overflowing float().
@@ -61,11 +63,29 @@ class Issuer:
     jwks_url: str | None = None
     jwks_file: str | None = None
     jku: tuple[str, ...] = ()      # jku header values accepted for this issuer
+    # The FHIR servers (normalised base URLs) this issuer's `fhirServer` may name: the only
+    # places its `fhirAuthorization` token is ever sent. None configured: nothing is fetched.
+    fhir_servers: tuple[str, ...] = ()
+
+
+def _fhir_servers(iss: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}].fhir_servers must be a list of base URLs")
+    out = []
+    for url in value:
+        normal = normalise_base_url(url) if isinstance(url, str) else None
+        if normal is None:
+            raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}].fhir_servers: {url!r} is not an "
+                             "http(s) base URL (no user info, query or fragment)")
+        out.append(normal)
+    return tuple(out)
 
 
 def parse_issuers(raw: str | None) -> dict[str, Issuer]:
     """``SCREENING_CDS_ISSUERS``: a JSON object issuer -> a JWKS URL, a JWKS file path, or
-    ``{"jwks_url": ..., "jwks_file": ..., "jku": [...]}``."""
+    ``{"jwks_url": ..., "jwks_file": ..., "jku": [...], "fhir_servers": [...]}``."""
     if not raw:
         return {}
     try:
@@ -80,7 +100,8 @@ def parse_issuers(raw: str | None) -> dict[str, Issuer]:
             spec = {"jwks_url": spec} if spec.startswith(("http://", "https://")) else {"jwks_file": spec}
         if not isinstance(spec, dict) or not (spec.get("jwks_url") or spec.get("jwks_file") or spec.get("jku")):
             raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}] names no JWKS")
-        out[iss] = Issuer(iss, spec.get("jwks_url"), spec.get("jwks_file"), tuple(spec.get("jku") or ()))
+        out[iss] = Issuer(iss, spec.get("jwks_url"), spec.get("jwks_file"), tuple(spec.get("jku") or ()),
+                          _fhir_servers(iss, spec.get("fhir_servers")))
     return out
 
 
