@@ -74,15 +74,25 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# A cursor this service issues is ~40 characters; seq is a 64-bit column on PostgreSQL.
+_MAX_CURSOR_CHARS = 100
+_MAX_SEQ = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> int:
+    """The seq a cursor continues after; ValueError for anything this service did not issue
+    (a number past the column's range or deeply nested JSON included, never an OverflowError
+    or RecursionError from the driver or the parser)."""
     try:
+        if len(cursor) > _MAX_CURSOR_CHARS:
+            raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)
         seq = value["after"]
-        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool):
+        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= _MAX_SEQ:
             raise ValueError
         return seq
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise ValueError("not a cursor this service issued") from None
 
 
