@@ -59,3 +59,69 @@ def test_decode_cursor_refuses_without_overflow_or_recursion():
         with pytest.raises(ValueError, match="not a cursor"):
             decode_cursor(cursor)
     assert json.loads(base64.urlsafe_b64decode(encode_cursor(7) + "==")) == {"v": 1, "after": 7}
+
+
+# --- 9. patterns match the whole value -----------------------------------------------------------
+
+def test_a_trailing_newline_is_not_part_of_an_opaque_reference(db_client):
+    """re.match with `$` accepted "pt-1\\n": stored, then never found by its visible text."""
+    from tests.conftest import example
+
+    raw = example("eligible-iv")
+    raw["subject_id"] = "pt-1\n"
+    r = db_client.post("/v1/screenings", json=raw)
+    assert r.status_code == 422
+    assert [e["path"] for e in r.get_json()["error"]["errors"]] == ["subject_id"]
+    raw["subject_id"] = "pt-1"
+    assert db_client.post("/v1/screenings", json=raw).status_code == 200
+
+
+def test_api_keys_user_names_and_rule_ids_refuse_a_trailing_newline(db_app):
+    from marshmallow import ValidationError
+
+    from schemas.rulefile import RULE_ID
+    from service.auth import SCOPES, authenticate, create_key
+    from service.web.users import UsersConfigError, parse_users
+
+    keys = db_app.extensions["store"].keys
+    token = create_key(keys, "t", SCOPES).token
+    assert authenticate(keys, token) is not None
+    assert authenticate(keys, token + "\n") is None
+    with pytest.raises(UsersConfigError):
+        parse_users({"dr.ada\n": {"password_hash": "x", "role": "physician"}})
+    RULE_ID("severe_hypertension")
+    with pytest.raises(ValidationError):
+        RULE_ID("severe_hypertension\n")
+
+
+def _regex_calls(tree):
+    import ast
+
+    names = {"compile", "match", "search", "fullmatch", "Regexp", "FullMatch"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in names:
+                yield name, node.args[0].value, node.lineno
+
+
+def test_no_pattern_in_the_code_accepts_a_trailing_newline():
+    """Every pattern is used with re.fullmatch (or FullMatch): none may end in a bare `$`, which
+    with re.match/re.search also matches before a final newline. `\\s*$` is harmless (the
+    newline is whitespace either way); FullMatch keeps `$` for the exported JSON Schema."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for path in sorted([*root.glob("service/**/*.py"), *root.glob("schemas/**/*.py")]):
+        for name, pattern, line in _regex_calls(ast.parse(path.read_text(), str(path))):
+            if name == "FullMatch" or name == "sub":
+                continue
+            if pattern.endswith("$") and not pattern.endswith(("\\$", "\\s*$")):
+                offenders.append(f"{path.relative_to(root)}:{line}: {name}({pattern!r})")
+            if name == "Regexp":
+                offenders.append(f"{path.relative_to(root)}:{line}: validate.Regexp uses re.match; use FullMatch")
+    assert offenders == []

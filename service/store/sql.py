@@ -33,7 +33,7 @@ from service.store.models import cds_feedback, cds_jti, decisions, reviews
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
-_DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_DECISION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # How long a request waits for a connection or a lock before the caller gets 503.
 CONNECT_TIMEOUT_S = 5
 
@@ -154,7 +154,7 @@ class SqlStore:
             conn.execute(insert(decisions), row)
 
     def get_decision(self, decision_id: str) -> StoredDecision | None:
-        if not _DECISION_ID.match(decision_id):
+        if not _DECISION_ID.fullmatch(decision_id):
             return None  # no such id was ever issued (and PostgreSQL refuses NUL in a parameter)
         self.ensure_schema()
         with unavailable_on_db_errors("reading a decision"), self.engine.connect() as conn:
@@ -229,7 +229,7 @@ class SqlStore:
         decision does not ask for review; the decision itself never changes."""
         if outcome not in REVIEW_OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}")
-        if not _DECISION_ID.match(decision_id):
+        if not _DECISION_ID.fullmatch(decision_id):
             raise DecisionNotFound(decision_id)
         self.ensure_schema()
         review = Review(review_id=str(uuid.uuid4()), decision_id=decision_id, created_at=_now(),
