@@ -125,3 +125,23 @@ def test_no_pattern_in_the_code_accepts_a_trailing_newline():
             if name == "Regexp":
                 offenders.append(f"{path.relative_to(root)}:{line}: validate.Regexp uses re.match; use FullMatch")
     assert offenders == []
+
+
+# --- 11. /metrics label values stay bounded ------------------------------------------------------
+
+def test_invented_http_methods_add_no_metric_series(client):
+    """`curl -X RTMETHODA /healthz` made a new series per invented method."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    def series() -> int:
+        return sum(1 for line in generate_latest(REGISTRY).decode().splitlines()
+                   if line.startswith("screening_http_request_duration_seconds_count"))
+
+    client.open("/healthz", method="RTWARMUP")
+    before = series()
+    for i in range(25):
+        assert client.open("/healthz", method=f"RTMETHOD{i}").status_code in (400, 405, 501)
+    text = generate_latest(REGISTRY).decode()
+    assert "RTMETHOD" not in text and "RTWARMUP" not in text
+    assert series() == before
+    assert 'method="other"' in text
