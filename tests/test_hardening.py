@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.dbfixtures import database_url, db_app, db_client  # noqa: F401 - fixtures (SQLite and PostgreSQL)
+from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.web_support import PASSWORDS, csrf_token, make_app
 
 
@@ -178,3 +179,63 @@ def test_rules_diff_refuses_revisions_that_are_options(tmp_path, option, revisio
     assert "revision" in result.output or "commit" in result.output, result.output
     assert victim.read_text() == "precious\n"
     assert not (pack_dir / "--output").exists()
+
+
+# --- 13. caching, /docs headers, repeated query parameters ---------------------------------------
+
+def test_api_responses_with_patient_data_are_not_stored(db_client):
+    from tests.conftest import example
+
+    made = db_client.post("/v1/screenings", json=example("review-substance-history"))
+    assert made.status_code == 200
+    decision_id = made.get_json()["decision_id"]
+    responses = [made, db_client.get(f"/v1/decisions/{decision_id}"), db_client.get("/v1/decisions"),
+                 db_client.get("/v1/reviews"), db_client.get("/v1/decisions/no-such-id"),
+                 db_client.post("/v1/screenings", json={"subject_id": "pt-1"})]
+    for r in responses:
+        assert r.headers.get("Cache-Control") == "no-store", (r.request.path, r.status_code)
+
+
+def test_the_cds_hooks_answers_are_not_stored(cds):
+    from tests.cdshooks_support import hook_request, ketamine_order, situation
+
+    r = cds.post("/cds-services/ketamine-screening-sign",
+                 hook_request("order-sign", [ketamine_order()], situation("clean")[0]))
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+
+
+def test_docs_page_has_a_content_security_policy_and_cannot_be_framed(client):
+    """Swagger UI still works under it: tests/test_openapi.py::test_docs_page_renders_in_headless_chromium
+    fails on any CSP violation the page reports."""
+    for path in ("/docs", "/docs/assets/swagger-ui-bundle.js"):
+        r = client.get(path)
+        assert r.status_code == 200
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-eval" not in csp
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path,query", [
+    ("/v1/decisions", "subject_id=pt-a&subject_id=pt-b"),
+    ("/v1/decisions", "limit=1&limit=200"),
+    ("/v1/reviews", "status=pending&status=approved"),
+    ("/v1/reviews", "cursor=a&cursor=a"),
+])
+def test_a_query_parameter_given_twice_is_refused_naming_it(db_client, path, query):
+    """First-wins let a proxy, a log and the service read different filters from one URL."""
+    r = db_client.get(f"{path}?{query}")
+    assert r.status_code == 400
+    name = query.split("=")[0]
+    error = r.get_json()["error"]
+    assert error["errors"] == [{"path": name, "message": "is given more than once"}]
+    assert name in error["message"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_page_given_a_query_parameter_twice_answers_with_a_page(database_url, monkeypatch, tmp_path):
+    app = make_app(monkeypatch, tmp_path, database_url)
+    r = app.test_client().get("/reviews?status=pending&status=approved", base_url="https://localhost")
+    assert r.status_code == 400 and r.mimetype == "text/html"
+    assert "status" in r.get_data(as_text=True)
+    app.extensions["store"].close()
