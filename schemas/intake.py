@@ -11,6 +11,8 @@ import datetime as dt
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
+from schemas.patterns import FullMatch
+
 ROUTES = ("iv_ketamine", "esketamine_nasal")
 INDICATIONS = (
     "treatment_resistant_depression",
@@ -194,7 +196,7 @@ class IntakeSchema(StrictSchema):
         required=True,
         validate=[
             validate.Length(1, 64),
-            validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", error="must be an opaque reference of letters, digits, '.', '_', ':' or '-'"),
+            FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", error="must be an opaque reference of letters, digits, '.', '_', ':' or '-'"),
         ],
         metadata={"description": "Opaque subject reference; never a name or record number that identifies a person."},
     )

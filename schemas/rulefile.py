@@ -8,8 +8,9 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from schemas.intake import INDICATIONS, ROUTES
+from schemas.patterns import FullMatch
 
-RULE_ID = validate.Regexp(r"^[a-z][a-z0-9_]{0,79}$", error="must be snake_case: a-z, 0-9 and _, starting with a letter")
+RULE_ID = FullMatch(r"^[a-z][a-z0-9_]{0,79}$", error="must be snake_case: a-z, 0-9 and _, starting with a letter")
 EFFECTS = ("exclude", "review")
 SEVERITIES = ("absolute", "relative", "caution")
 PRIORITIES = ("routine", "urgent")
@@ -63,7 +64,7 @@ class TestDefaultsSchema(_Strict):
 
 
 class PackSchema(_Strict):
-    name = fields.String(required=True, validate=RULE_ID.__class__(r"^[a-z][a-z0-9-]{0,79}$", error="must be lower-case letters, digits and -"))
+    name = fields.String(required=True, validate=FullMatch(r"^[a-z][a-z0-9-]{0,79}$", error="must be lower-case letters, digits and -"))
     version = fields.String(required=True, validate=validate.Length(1, 64))
     description = fields.String(validate=validate.Length(max=4000))
     test_defaults = fields.Nested(TestDefaultsSchema, load_default=dict)

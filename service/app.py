@@ -5,7 +5,7 @@ from flask import Flask
 
 from service.api import admin, decisions, health, problems, rulesets, screenings
 from service import auth
-from service.api import docs
+from service.api import docs, headers
 from service.api.openapi import ScreeningApi
 from service.config import Settings
 from service.observability.hooks import init_app as init_observability
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)  # /docs: Swagger UI over /openapi.json, assets from the package
     problems.register(app)
+    # no-store on API responses, CSP on /docs, a query parameter given twice refused (400)
+    headers.init_app(app)
     init_web(app)  # the clinician pages: sign-in, review queue, decision pages (service/web)
     # CDS Hooks 2.0 for EHRs: /cds-services, JWT-authenticated (no API keys) (service/cdshooks)
     from service.cdshooks import blueprint as cds_hooks

@@ -29,7 +29,7 @@ from service.store.keys import ApiKeyRecord, ApiKeyStore
 log = logging.getLogger(__name__)
 
 SCOPES = ("screen", "read", "review", "admin")
-_TOKEN = re.compile(r"^ks_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{32,128})$")
+_TOKEN = re.compile(r"ks_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{32,128})")
 # Compared against when the id is unknown, so that case costs the same as a wrong secret.
 _NO_SUCH_KEY = hashlib.sha256(b"no such key").hexdigest()
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="screening"'}
@@ -76,7 +76,7 @@ def create_first_admin_key(keys: ApiKeyStore) -> NewKey | None:
 
 def authenticate(keys: ApiKeyStore, token: str) -> ApiKeyRecord | None:
     """The active key this token belongs to, or None (unknown, wrong secret or revoked)."""
-    match = _TOKEN.match(token)
+    match = _TOKEN.fullmatch(token)
     record = keys.get(match["id"]) if match else None
     expected = record.token_sha256 if record else _NO_SUCH_KEY
     if not hmac.compare_digest(expected, hash_token(token)) or record is None or not record.active:

@@ -18,7 +18,7 @@ from service.policy.model import Rule
 from service.ruleset import Ruleset
 
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_.]+)\}")
-_ITEM = re.compile(r"^(?P<array>[a-z0-9_]+)\[(?P<index>\d+)\]\.(?P<field>.+)$")
+_ITEM = re.compile(r"(?P<array>[a-z0-9_]+)\[(?P<index>\d+)\]\.(?P<field>.+)")
 _EFFECT_ORDER = {"exclude": 0, "review": 1}
 
 
@@ -129,7 +129,7 @@ def render(template: str, intake: dict, evidence: dict) -> str:
         if value is not C.MISSING and not isinstance(value, (dict, list)):
             return _text(value)
         array, _, field = path.partition(".")
-        items = sorted({int(m.group("index")) for k in evidence if (m := _ITEM.match(k)) and m.group("array") == array})
+        items = sorted({int(m.group("index")) for k in evidence if (m := _ITEM.fullmatch(k)) and m.group("array") == array})
         values = C.lookup(intake, array)
         if field and isinstance(values, list):
             picked = [values[i].get(field) for i in items if i < len(values)] or [v.get(field) for v in values]

@@ -48,6 +48,7 @@ def fuzz_app(tmp_path_factory):
         signer = Signer()
         jwks = signer.write_jwks(tmp_path_factory.mktemp("fuzz-jwks"))
         state.verifier = Verifier(issuers={ISSUER: Issuer(iss=ISSUER, jwks_file=str(jwks))})
+        state.base_url = "http://localhost"  # SCREENING_CDS_BASE_URL: the audience the fuzzer signs for
     return app, signer
 
 

@@ -303,6 +303,7 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
 
     outside: list[str] = []
     errors: list[str] = []
+    refused: list[str] = []
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -319,7 +320,11 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
 
             page.route("**/*", route)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{server}/docs", wait_until="networkidle")
+            # The page's Content-Security-Policy must not block anything Swagger UI does.
+            page.on("console", lambda msg: refused.append(msg.text)
+                    if "Content Security Policy" in msg.text else None)
+            response = page.goto(f"{server}/docs", wait_until="networkidle")
+            docs_headers = response.headers
             page.wait_for_selector(".opblock-summary-path", timeout=30_000)
             paths = page.locator(".opblock-summary-path").all_inner_texts()
             page.screenshot(path=str(ARTIFACTS / "docs-page.png"), full_page=True)
@@ -334,6 +339,10 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
             browser.close()
     assert not outside, f"the docs page reached outside the service: {outside}"
     assert not errors, errors
+    assert "script-src 'self'" in docs_headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in docs_headers["content-security-policy"]
+    assert docs_headers["x-frame-options"] == "DENY"
+    assert not refused, refused
     assert "Ketamine screening service" in title
     described = {p.replace("\u200b", "") for p in paths}
     assert {path for path, _, _ in operations(spec)} <= described

@@ -153,6 +153,53 @@ def test_the_database_itself_refuses_updates_and_deletes(db_store, ruleset):
     assert stored.decision == "eligible" and stored.review_status == "approved"
 
 
+def test_the_database_refuses_replace_and_upsert_rewrites(db_store, ruleset):
+    """Someone with write access to the database, not the service: SQLite's INSERT OR REPLACE
+    deletes the conflicting row without firing DELETE triggers; PostgreSQL's upsert is an UPDATE."""
+    from sqlalchemy import insert
+
+    from service.store.models import cds_feedback
+
+    decision, _ = _save(db_store, ruleset, "review-substance-history")
+    review = db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="ok")
+    db_store.save_feedback({"decision_id": decision.decision_id, "service": "s", "client": "c", "outcome": "accepted"})
+    with db_store.engine.connect() as conn:
+        row = dict(conn.execute(select(decisions).where(decisions.c.decision_id == decision.decision_id)).mappings().one())
+        review_row = dict(conn.execute(select(reviews)).mappings().one())
+        feedback_row = dict(conn.execute(select(cds_feedback)).mappings().one())
+    forged = dict(row, decision="eligible", physician_review_required=False)
+    if db_store.backend == "sqlite":
+        attempts = [
+            insert(decisions).prefix_with("OR REPLACE").values({k: v for k, v in forged.items() if k != "seq"}),
+            insert(decisions).prefix_with("OR REPLACE").values(dict(forged, decision_id="another-id")),  # same seq
+            insert(reviews).prefix_with("OR REPLACE").values(dict(review_row, outcome="decline")),
+            insert(cds_feedback).prefix_with("OR REPLACE").values(dict(feedback_row, outcome="overridden")),
+            text("REPLACE INTO reviews (seq, review_id, decision_id, created_at, reviewer, outcome, note, client) "
+                 "SELECT seq, review_id, decision_id, created_at, 'dr-x', 'decline', note, client FROM reviews"),
+        ]
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        attempts = [
+            pg_insert(decisions).values({k: v for k, v in forged.items() if k != "seq"})
+            .on_conflict_do_update(index_elements=["decision_id"], set_={"decision": "eligible"}),
+            pg_insert(reviews).values(review_row).on_conflict_do_update(index_elements=["review_id"],
+                                                                         set_={"outcome": "decline"}),
+            text("TRUNCATE cds_feedback"),
+        ]
+    for statement in attempts:
+        with pytest.raises(sa_exc.DBAPIError, match="append-only"):
+            with db_store.engine.begin() as conn:
+                conn.execute(statement)
+    stored = db_store.get_decision(decision.decision_id)
+    assert stored.decision == row["decision"] and stored.physician_review_required is True
+    assert stored.reviews == (review,)
+    assert db_store.feedback_for(decision.decision_id)[0]["outcome"] == "accepted"
+    # the service's own appends still work
+    _save(db_store, ruleset, "eligible-iv")
+    db_store.add_review(decision.decision_id, reviewer="dr-b", outcome="decline", note="")
+
+
 def test_iter_intakes_oldest_first(db_store, ruleset):
     saved = [_save(db_store, ruleset, name)[0].decision_id
              for name in ("eligible-iv", "ineligible-several", "incomplete-no-vitals")]

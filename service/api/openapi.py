@@ -155,11 +155,14 @@ def describe_cds_hooks(api: Api) -> None:
     jwt_refused = {"description": "No JWT, or one that is expired, for another audience, from an issuer not "
                                   "allow-listed, signed with a refused algorithm, or replayed (jti).",
                    "content": {JSON: {"schema": ERROR_REF}}}
+    not_configured = {"description": "CDS Hooks is not configured here: SCREENING_CDS_BASE_URL (the JWT audience) "
+                                     "is not set (code `cds_hooks_not_configured`).",
+                      "content": {JSON: {"schema": ERROR_REF}}}
     rules = {rule.endpoint: rule for rule in current_app.url_map.iter_rules()}
     api.spec.path(rule=rules["cds_hooks.discovery"], operations={"get": {
         "tags": ["cds-hooks"], "summary": "CDS Hooks discovery: the services, their hooks and prefetch templates.",
         "security": jwt, "responses": {"200": ok(cds.DiscoverySchema, "The services this server publishes."),
-                                       "401": jwt_refused}}})
+                                       "401": jwt_refused, "503": not_configured}}})
     api.spec.path(rule=rules["cds_hooks.call_service"], parameters=[dict(service_id)], operations={"post": {
         "tags": ["cds-hooks"], "summary": "Call a screening service with an order-select or order-sign hook request.",
         "description": "Answers `{\"cards\": []}` when no draft order is ketamine or esketamine. What prefetch "
@@ -167,15 +170,17 @@ def describe_cds_hooks(api: Api) -> None:
         "security": jwt, "requestBody": body(cds.HookRequestSchema),
         "responses": {
             "200": ok(cds.CardsSchema, "Cards: critical (ineligible), warning (physician review), info (eligible)."),
-            "412": {"description": "The FHIR data the rules need could not be had from prefetch or the FHIR server.",
+            "412": {"description": "The FHIR data the rules need could not be had from prefetch or the FHIR server "
+                                   "(a `fhirServer` not configured for the client's issuer is never contacted).",
                     "content": {JSON: {"schema": ERROR_REF}}},
             "401": jwt_refused,
+            "503": not_configured,
         }}})
     api.spec.path(rule=rules["cds_hooks.feedback"], parameters=[dict(service_id)], operations={"post": {
         "tags": ["cds-hooks"], "summary": "Record what the clinician did with the cards (accepted or overridden).",
         "security": jwt, "requestBody": body(cds.FeedbackRequestSchema),
         "responses": {"200": ok(cds.FeedbackRecordedSchema, "Recorded against the cards' decisions."),
-                      "401": jwt_refused}}})
+                      "401": jwt_refused, "503": not_configured}}})
 
 
 # --- completing the generated description ----------------------------------------------------

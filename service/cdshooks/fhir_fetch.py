@@ -117,9 +117,14 @@ class FhirClient:
             raise DataUnavailable([path], {path: f"FHIR server answered {response.status_code}"})
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DataUnavailable([path], {path: "FHIR server answered with something that is not JSON"}) from None
-        return parse_resource(body, path)
+        try:
+            return parse_resource(body, path)
+        except MalformedFhir:
+            # What a FHIR server answers is never quoted back to the caller (it may not be the
+            # server the EHR meant, and its text is not ours to pass on).
+            raise DataUnavailable([path], {path: "FHIR server answered with something that is not valid FHIR"}) from None
 
     def search_all(self, query: str, key: str) -> list[Any]:
         parsed = self.get(query, key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 import subprocess  # nosec B404 - git with fixed arguments; each call is marked where it stands
 import tarfile
 import tempfile
@@ -114,13 +115,27 @@ def compare(current: Ruleset, candidate: Ruleset, intakes: Iterable[tuple[str, d
     return report
 
 
+# A revision as people write them (HEAD~2, main^, v1.4, origin/main, a sha, HEAD@{1}); never
+# one that starts with "-", which git would take as an option (--output=FILE truncates a file).
+_REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/~^@{}-]{0,199}")
+
+
 def checkout_revision(revision: str, pack_dir: Path) -> Path:
     """The pack as it is at a git revision, extracted to a temporary directory."""
+    if not _REVISION.fullmatch(revision) or ".." in revision:
+        raise ValueError(f"not a git revision: {revision!r} (a commit, branch, tag or HEAD~n)")
     pack_dir = pack_dir.resolve()
     top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=pack_dir, capture_output=True,  # nosec B603 B607
                          text=True, check=True).stdout.strip()
     relative = pack_dir.relative_to(top)
-    archive = subprocess.run(["git", "archive", "--format=tar", revision, str(relative)], cwd=top,  # nosec B603 B607
+    # Resolved to a commit id first, with the revision after --end-of-options; then `--` ends
+    # git archive's options, so nothing the user typed is ever read as one.
+    resolved = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--end-of-options",  # nosec B603 B607
+                               f"{revision}^{{commit}}"], cwd=top, capture_output=True, text=True, check=False)
+    commit = resolved.stdout.strip()
+    if resolved.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40,64}", commit):
+        raise ValueError(f"git knows no commit {revision!r}")
+    archive = subprocess.run(["git", "archive", "--format=tar", "--", commit, str(relative)], cwd=top,  # nosec B603 B607
                              capture_output=True, check=False)
     if archive.returncode != 0:
         raise ValueError(f"git cannot read {relative} at {revision}: {archive.stderr.decode().strip()}")

@@ -18,7 +18,7 @@ from service.policy.problems import Problem
 # One rule may compile to at most this many engine conditions (see service.engine.durable).
 MAX_ALTERNATIVES = 63
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-PLACEHOLDER_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+PLACEHOLDER_PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 
 _NUMERIC = ("gt", "gte", "lt", "lte")
 
@@ -67,7 +67,7 @@ def _lint_rule(rule: Rule, fields: dict[str, FieldInfo]) -> list[Problem]:
     for name in (rule.message or "", rule.title):
         for match in PLACEHOLDER.finditer(name):
             placeholder = match.group(1).strip()
-            if not PLACEHOLDER_PATH.match(placeholder):
+            if not PLACEHOLDER_PATH.fullmatch(placeholder):
                 err(f"message placeholder '{{{placeholder}}}' is not a field path: only {{dotted.path}} is allowed", "message", code="template")
             elif placeholder not in read:
                 err(f"message names '{placeholder}', which the rule does not read; it reads: {', '.join(read) or 'nothing'}", "message", code="template")

@@ -33,7 +33,7 @@ from service.store.models import cds_feedback, cds_jti, decisions, reviews
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
-_DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_DECISION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # How long a request waits for a connection or a lock before the caller gets 503.
 CONNECT_TIMEOUT_S = 5
 
@@ -74,15 +74,25 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# A cursor this service issues is ~40 characters; seq is a 64-bit column on PostgreSQL.
+_MAX_CURSOR_CHARS = 100
+_MAX_SEQ = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> int:
+    """The seq a cursor continues after; ValueError for anything this service did not issue
+    (a number past the column's range or deeply nested JSON included, never an OverflowError
+    or RecursionError from the driver or the parser)."""
     try:
+        if len(cursor) > _MAX_CURSOR_CHARS:
+            raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)
         seq = value["after"]
-        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool):
+        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= _MAX_SEQ:
             raise ValueError
         return seq
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise ValueError("not a cursor this service issued") from None
 
 
@@ -144,7 +154,7 @@ class SqlStore:
             conn.execute(insert(decisions), row)
 
     def get_decision(self, decision_id: str) -> StoredDecision | None:
-        if not _DECISION_ID.match(decision_id):
+        if not _DECISION_ID.fullmatch(decision_id):
             return None  # no such id was ever issued (and PostgreSQL refuses NUL in a parameter)
         self.ensure_schema()
         with unavailable_on_db_errors("reading a decision"), self.engine.connect() as conn:
@@ -219,7 +229,7 @@ class SqlStore:
         decision does not ask for review; the decision itself never changes."""
         if outcome not in REVIEW_OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}")
-        if not _DECISION_ID.match(decision_id):
+        if not _DECISION_ID.fullmatch(decision_id):
             raise DecisionNotFound(decision_id)
         self.ensure_schema()
         review = Review(review_id=str(uuid.uuid4()), decision_id=decision_id, created_at=_now(),

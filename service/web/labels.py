@@ -84,7 +84,7 @@ def path_label(path: str) -> str:
     """``substance_use[0].last_use`` -> ``Substance use 1 › Last use``."""
     parts = []
     for part in path.split("."):
-        match = re.match(r"^([^\[]+)((?:\[\d+\])*)$", part)
+        match = re.fullmatch(r"([^\[]+)((?:\[\d+\])*)", part)
         name, indexes = (match.group(1), match.group(2)) if match else (part, "")
         label = field_label(name)
         for index in _INDEX.findall(indexes):

@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 CLINICIAN, PHYSICIAN = "clinician", "physician"
 ROLES = (CLINICIAN, PHYSICIAN)
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _HASH_METHODS = ("scrypt:", "pbkdf2:")
 # Checked when the username is unknown, so that a wrong name costs as long as a wrong password
 # and response times do not reveal who has an account.
@@ -51,7 +51,7 @@ def parse_users(document: object, source: str = "SCREENING_USERS") -> dict[str, 
     users: dict[str, User] = {}
     for name, entry in document.items():
         where = f"{source}: user {name!r}"
-        if not isinstance(name, str) or not USERNAME_RE.match(name):
+        if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
             raise UsersConfigError(f"{where}: a username is 1-64 letters, digits, '.', '_', '@' or '-'")
         if not isinstance(entry, dict):
             raise UsersConfigError(f"{where}: expected an object with password_hash and role")
@@ -114,7 +114,7 @@ class UserDirectory:
 def write_user(path: Path, username: str, role: str, password_hash: str) -> bool:
     """Add or replace one user in a users file (created readable by its owner only).
     Returns True when the user was new."""
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):
         raise UsersConfigError("a username is 1-64 letters, digits, '.', '_', '@' or '-'")
     if role not in ROLES:
         raise UsersConfigError(f"role must be one of {', '.join(ROLES)}")

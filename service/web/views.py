@@ -27,8 +27,8 @@ bp = Blueprint("web", __name__)
 PUBLIC_ENDPOINTS = {"web.login"}
 MAX_NOTE_CHARS = 2000
 QUEUE_PAGE_SIZE = 25
-_SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_DECISION_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_DECISION_ID_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 RETRY_AFTER_SECONDS = 5
 
 
@@ -126,7 +126,7 @@ def index():
 def find_decision():
     """The look-up form on the landing page: an id in, the decision page out."""
     decision_id = (request.args.get("id") or "").strip()
-    if not _DECISION_ID_RE.match(decision_id):
+    if not _DECISION_ID_RE.fullmatch(decision_id):
         flash("Enter a decision id (letters, digits and dashes).", "error")
         return redirect(url_for("web.index"))
     return redirect(url_for("web.decision", decision_id=decision_id))
@@ -143,7 +143,7 @@ def queue():
         errors["status"] = "Choose a review status from the list."
     if decision and decision not in DECISIONS:
         errors["decision"] = "Choose an outcome from the list."
-    if subject and not _SUBJECT_RE.match(subject):
+    if subject and not _SUBJECT_RE.fullmatch(subject):
         errors["subject"] = "A subject reference is letters, digits, '.', '_', ':' or '-' (up to 64)."
     filters = {"status": status, "decision": decision, "subject": subject}
     if errors:
@@ -163,7 +163,7 @@ def queue():
 
 
 def _load(decision_id: str) -> StoredDecision:
-    if not _DECISION_ID_RE.match(decision_id):
+    if not _DECISION_ID_RE.fullmatch(decision_id):
         abort(404)
     stored = _store().get_decision(decision_id)
     if stored is None:
