@@ -61,9 +61,18 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in wanted)
 
 
-def create_key(keys: ApiKeyStore, name: str, scopes: Iterable[str]) -> NewKey:
+# A physician's user name, as in the users file of the clinician pages (service.web.users).
+PHYSICIAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def create_key(keys: ApiKeyStore, name: str, scopes: Iterable[str], *, physician: str | None = None) -> NewKey:
+    """A new key. ``physician``: the person its sign-offs are recorded as (the review scope
+    through the API records nothing without one: the reviewer is never taken from a request)."""
+    if physician is not None and not PHYSICIAN_NAME.fullmatch(physician):
+        raise ValueError("a physician is named by their user name: 1-64 letters, digits, '.', '_', '@' or '-'")
     key_id, token = _new_token()
-    record = keys.add(key_id=key_id, name=name, scopes=check_scopes(scopes), token_sha256=hash_token(token))
+    record = keys.add(key_id=key_id, name=name, scopes=check_scopes(scopes), token_sha256=hash_token(token),
+                      physician=physician)
     return NewKey(record, token)
 
 

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import click
 
-from service.auth import SCOPES, check_scopes, create_first_admin_key, create_key
+from service.auth import PHYSICIAN_NAME, SCOPES, check_scopes, create_first_admin_key, create_key
 from service.config import Settings
 from service.store.base import StoreUnavailable
 from service.store.keys import ApiKeyRecord
@@ -37,7 +37,7 @@ def _opened_store() -> Iterator[SqlStore]:
 
 def _describe(record: ApiKeyRecord) -> dict:
     return {
-        "id": record.id, "name": record.name, "scopes": list(record.scopes),
+        "id": record.id, "name": record.name, "scopes": list(record.scopes), "physician": record.physician,
         "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
         "revoked_at": record.revoked_at.isoformat().replace("+00:00", "Z") if record.revoked_at else None,
     }
@@ -52,13 +52,20 @@ def keys_group() -> None:
 @click.option("--name", required=True, help="Who or what uses the key, e.g. 'intake-portal'.")
 @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPES),
               help="Repeat for several: screen, read, review, admin (admin allows everything).")
+@click.option("--physician", default=None, metavar="USERNAME",
+              help="The physician this key signs off as (their user name); sign-offs need it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the key and its token as JSON.")
-def keys_create(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+def keys_create(name: str, scopes: tuple[str, ...], physician: str | None, as_json: bool) -> None:
     """Make a key and print its token (shown this once only)."""
     if not name.strip():
         raise click.BadParameter("must not be empty", param_hint="--name")
+    if physician is not None and not PHYSICIAN_NAME.fullmatch(physician):
+        raise click.BadParameter("a user name: 1-64 letters, digits, '.', '_', '@' or '-'", param_hint="--physician")
+    if physician is None and ("review" in scopes or "admin" in scopes):
+        click.echo("note: without --physician this key cannot record sign-offs "
+                   "(a sign-off is recorded as the physician its key was issued to)", err=True)
     with _opened_store() as store:
-        new = create_key(store.keys, name.strip(), check_scopes(scopes))
+        new = create_key(store.keys, name.strip(), check_scopes(scopes), physician=physician)
     if as_json:
         click.echo(json.dumps({**_describe(new.record), "token": new.token}, indent=2))
         return

@@ -43,12 +43,13 @@ def keyed(db_app):
         if path == "/v1/screenings":
             body = example("eligible-iv")
         elif path.endswith("/review"):
-            body = {"outcome": "approve", "reviewer": "dr"}
+            body = {"action": "approve"}
         return getattr(client, method)(path, json=body, headers=headers)
 
     call.store = store
     call.decision_id = decision_id
-    call.key = lambda *scopes: create_key(store.keys, "k", scopes).token
+    # Issued to a physician, so that a review key can record a sign-off (as that physician).
+    call.key = lambda *scopes: create_key(store.keys, "k", scopes, physician="dr.test").token
     return call
 
 
@@ -199,8 +200,9 @@ def test_serve_on_an_empty_log_prints_an_admin_key_once(cli, db_app, monkeypatch
     client = db_app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/v1/screenings", json=example("eligible-iv"), headers=headers).status_code == 200
-    assert client.post("/v1/decisions/nope/review", json={"outcome": "approve", "reviewer": "d"},
-                       headers=headers).status_code == 404  # past the scope check: every scope
+    # Past the scope check (every scope), but the first key is not issued to a physician.
+    assert client.post("/v1/decisions/nope/review", json={"action": "approve"},
+                       headers=headers).status_code == 403
 
     second = cli("serve")
     assert second.exit_code == 0 and "SCREENING_API_KEY" not in second.output

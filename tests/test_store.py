@@ -54,7 +54,7 @@ def test_filters(db_store, ruleset):
     review, _ = _save(db_store, ruleset, "review-substance-history", subject="pt-a")
     ineligible, _ = _save(db_store, ruleset, "ineligible-several", subject="pt-b")
     incomplete, _ = _save(db_store, ruleset, "incomplete-no-vitals", subject="pt-c")
-    db_store.add_review(ineligible.decision_id, reviewer="dr-x", outcome="decline", note="agreed")
+    db_store.add_review(ineligible.decision_id, reviewer="dr-x", outcome="confirm", note="agreed")
     db_store.add_review(review.decision_id, reviewer="dr-x", outcome="decline", note="")
     db_store.add_review(review.decision_id, reviewer="dr-y", outcome="approve", note="second opinion")
 
@@ -68,7 +68,8 @@ def test_filters(db_store, ruleset):
     assert ids(decision="eligible") == [review.decision_id, clean.decision_id]
     assert ids(review_status="pending") == [incomplete.decision_id]
     assert ids(review_status="approved") == [review.decision_id]  # the latest review counts
-    assert ids(review_status="declined") == [ineligible.decision_id]
+    assert ids(review_status="confirmed") == [ineligible.decision_id]
+    assert ids(review_status="declined") == []
     assert ids(review_status="not_required") == [clean.decision_id]
     assert ids(ruleset_digest=clean.ruleset["digest"]) == ids()
     assert ids(ruleset_digest="sha256:other") == []
@@ -129,6 +130,10 @@ def test_reviews_are_appended_and_the_decision_never_changes(db_store, ruleset):
         db_store.add_review(clean.decision_id, reviewer="dr-a", outcome="approve", note="")
     with pytest.raises(ValueError):
         db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="maybe", note="")
+    # An action that does not fit the decision is refused by the store as well (service.signoff).
+    for outcome in ("confirm", "override", "rescreen"):
+        with pytest.raises(ReviewNotAllowed):
+            db_store.add_review(decision.decision_id, reviewer="dr-a", outcome=outcome, note="x")
     assert db_store.get_decision(decision.decision_id).reviews == (first, second)
 
 

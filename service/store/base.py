@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from schemas.store import REVIEW_OUTCOMES, REVIEW_STATUSES  # noqa: F401 - part of this interface
+from service import signoff
 from service.decision import Decision
 
 
@@ -19,7 +20,8 @@ class DecisionNotFound(LookupError):
 
 
 class ReviewNotAllowed(ValueError):
-    """The decision does not ask for physician review, so there is nothing to sign off."""
+    """The decision does not ask for physician review, or the action does not fit the decision
+    (service.signoff), so nothing is recorded."""
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,21 @@ class Review:
     decision_id: str
     created_at: dt.datetime
     reviewer: str
-    outcome: str  # approve | decline
+    outcome: str  # the action (service.signoff); approve | decline on older records
     note: str
+    credential: str | None = None    # session | api_key; None on records older than 0004
+    client: str = ""                 # the API key's id, or the session's short id
+    meaning: str | None = None       # as stated when signed; None on older records
+    overridden_rules: tuple[str, ...] = ()
+    rescreen_decision_id: str | None = None
+
+    @property
+    def status(self) -> str:
+        return signoff.status_of(self.outcome)
+
+    @property
+    def treatment(self) -> str:
+        return signoff.treatment_of(self.outcome)
 
 
 @dataclass(frozen=True)
@@ -48,15 +63,17 @@ class StoredDecision:
     body: dict           # the decision exactly as returned (Decision.to_dict())
     intake: dict         # the intake as validated, in JSON form (no direct identifiers)
     reviews: tuple[Review, ...] = field(default_factory=tuple)
+    # The decision this one re-screened (its review names this one), if any.
+    rescreen_of: str | None = None
 
     @property
     def review_status(self) -> str:
-        """not_required | pending | approved | declined (the latest review counts)."""
+        """not_required | pending | the latest sign-off's status (service.signoff)."""
         if not self.physician_review_required:
             return "not_required"
         if not self.reviews:
             return "pending"
-        return "approved" if self.reviews[-1].outcome == "approve" else "declined"
+        return self.reviews[-1].status
 
 
 class DecisionStore(Protocol):
@@ -69,7 +86,18 @@ class DecisionStore(Protocol):
                        since: dt.datetime | None = None, until: dt.datetime | None = None,
                        cursor: str | None = None, limit: int = 50) -> tuple[list[StoredDecision], str | None]: ...
 
-    def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str) -> Review: ...
+    def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str, client: str = "",
+                   credential: str | None = None, meaning: str | None = None,
+                   overridden_rules: tuple[str, ...] = (), rescreen_decision_id: str | None = None) -> Review: ...
+
+    def review_queue(self, *, cursor: str | None = None,
+                     limit: int = 50) -> tuple[list[StoredDecision], str | None]:
+        """Decisions waiting for a physician: urgent first, then oldest first."""
+        ...
+
+    def queue_counts(self) -> tuple[int, int]:
+        """(pending, of which urgent)."""
+        ...
 
     def iter_intakes(self, *, since: dt.datetime | None = None, limit: int | None = None) -> Iterator[tuple[str, dict]]:
         """(decision_id, intake) of recorded decisions, oldest first: the corpus for `rules diff`."""

@@ -21,6 +21,8 @@ class ApiKeyRecord:
     token_sha256: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    # The physician this key signs off as; sign-offs through the API need one (service.auth).
+    physician: str | None = None
 
     @property
     def active(self) -> bool:
@@ -36,8 +38,10 @@ class ApiKeyStore:
         self._ensure_schema()
         return unavailable_on_db_errors(what)
 
-    def add(self, *, key_id: str, name: str, scopes: tuple[str, ...], token_sha256: str) -> ApiKeyRecord:
-        record = ApiKeyRecord(key_id, name, tuple(scopes), token_sha256, dt.datetime.now(dt.timezone.utc), None)
+    def add(self, *, key_id: str, name: str, scopes: tuple[str, ...], token_sha256: str,
+            physician: str | None = None) -> ApiKeyRecord:
+        record = ApiKeyRecord(key_id, name, tuple(scopes), token_sha256, dt.datetime.now(dt.timezone.utc), None,
+                              physician)
         with self._guard("saving an API key"), self._engine.begin() as conn:
             conn.execute(insert(api_keys), _row(record))
         return record
@@ -75,9 +79,10 @@ class ApiKeyStore:
 
 def _row(record: ApiKeyRecord) -> dict:
     return {"id": record.id, "name": record.name, "scopes": " ".join(record.scopes),
-            "token_sha256": record.token_sha256, "created_at": record.created_at, "revoked_at": record.revoked_at}
+            "token_sha256": record.token_sha256, "created_at": record.created_at, "revoked_at": record.revoked_at,
+            "physician": record.physician}
 
 
 def _record(row) -> ApiKeyRecord:
     return ApiKeyRecord(row["id"], row["name"], tuple(row["scopes"].split()), row["token_sha256"],
-                        row["created_at"], row["revoked_at"])
+                        row["created_at"], row["revoked_at"], row["physician"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -18,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, insert, select, text
+from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
@@ -30,6 +31,7 @@ from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFou
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.keys import ApiKeyStore
 from service.store.models import cds_feedback, cds_jti, decisions, reviews
+from service import signoff
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
@@ -161,7 +163,9 @@ class SqlStore:
             row = conn.execute(select(decisions).where(decisions.c.decision_id == decision_id)).mappings().first()
             if row is None:
                 return None
-            return self._stored([row], conn)[0]
+            origin = conn.execute(select(reviews.c.decision_id)
+                                  .where(reviews.c.rescreen_decision_id == decision_id).limit(1)).scalar()
+            return dataclasses.replace(self._stored([row], conn)[0], rescreen_of=origin)
 
     def list_decisions(self, *, subject_id: str | None = None, decision: str | None = None,
                        review_status: str | None = None, ruleset_digest: str | None = None,
@@ -224,28 +228,69 @@ class SqlStore:
     # -- reviews -----------------------------------------------------------------------------
 
     def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str,
-                   client: str = "") -> Review:
+                   client: str = "", credential: str | None = None, meaning: str | None = None,
+                   overridden_rules: tuple[str, ...] = (), rescreen_decision_id: str | None = None) -> Review:
         """Append a physician's sign-off. Raises DecisionNotFound, or ReviewNotAllowed when the
-        decision does not ask for review; the decision itself never changes."""
-        if outcome not in REVIEW_OUTCOMES:
-            raise ValueError(f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}")
+        decision does not ask for review or the action does not fit it (service.signoff); the
+        decision itself never changes. Callers check the rest (notes, rules) with signoff.check."""
+        if outcome not in signoff.ACTION_NAMES:
+            raise ValueError(f"outcome must be one of {', '.join(signoff.ACTION_NAMES)}")
         if not _DECISION_ID.fullmatch(decision_id):
             raise DecisionNotFound(decision_id)
         self.ensure_schema()
         review = Review(review_id=str(uuid.uuid4()), decision_id=decision_id, created_at=_now(),
-                        reviewer=reviewer, outcome=outcome, note=note)
+                        reviewer=reviewer, outcome=outcome, note=note, credential=credential, client=client,
+                        meaning=meaning or signoff.BY_NAME[outcome].meaning,
+                        overridden_rules=tuple(overridden_rules), rescreen_decision_id=rescreen_decision_id)
         with unavailable_on_db_errors("saving a review"), self.engine.begin() as conn:
-            required = conn.execute(select(decisions.c.physician_review_required)
-                                    .where(decisions.c.decision_id == decision_id)).scalar_one_or_none()
-            if required is None:
+            row = conn.execute(select(decisions.c.physician_review_required, decisions.c.decision)
+                               .where(decisions.c.decision_id == decision_id)).first()
+            if row is None:
                 raise DecisionNotFound(decision_id)
-            if not required:
+            required, kind = row
+            if not required or outcome not in signoff.names(signoff.actions_for(kind)):
                 raise ReviewNotAllowed(decision_id)
             conn.execute(insert(reviews), {
                 "review_id": review.review_id, "decision_id": decision_id, "created_at": review.created_at,
                 "reviewer": reviewer, "outcome": outcome, "note": note, "client": client,
+                "credential": credential, "meaning": review.meaning,
+                "overridden_rules": list(review.overridden_rules) or None,
+                "rescreen_decision_id": rescreen_decision_id,
             })
         return review
+
+    def review_queue(self, *, cursor: str | None = None,
+                     limit: int = 50) -> tuple[list[StoredDecision], str | None]:
+        """Decisions waiting for a physician: urgent first, then oldest first (docs/rules.md).
+        Raises ValueError for a cursor this method did not issue."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+        conditions = [_review_status_condition("pending")]
+        urgent = decisions.c.urgent
+        if cursor:
+            after_urgent, after_seq = decode_queue_cursor(cursor)
+            if after_urgent:
+                conditions.append(or_(and_(urgent.is_(True), decisions.c.seq > after_seq), urgent.is_(False)))
+            else:
+                conditions.append(and_(urgent.is_(False), decisions.c.seq > after_seq))
+        query = (select(decisions).where(and_(True, *conditions))
+                 .order_by(urgent.desc(), decisions.c.seq.asc()).limit(limit + 1))
+        self.ensure_schema()
+        with unavailable_on_db_errors("listing the review queue"), self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+            page = rows[:limit]
+            items = self._stored(page, conn)
+        next_cursor = encode_queue_cursor(bool(page[-1]["urgent"]), page[-1]["seq"]) if len(rows) > limit else None
+        return items, next_cursor
+
+    def queue_counts(self) -> tuple[int, int]:
+        """(decisions pending review, of which urgent)."""
+        self.ensure_schema()
+        query = select(func.count(), func.count().filter(decisions.c.urgent.is_(True))).where(
+            _review_status_condition("pending"))
+        with unavailable_on_db_errors("counting the review queue"), self.engine.connect() as conn:
+            pending, urgent = conn.execute(query).one()
+        return int(pending), int(urgent)
 
     def save_feedback(self, entry: dict) -> None:
         """Append what a clinician did with a CDS Hooks card (its uuid is the decision id)."""
@@ -289,7 +334,10 @@ class SqlStore:
             for r in review_rows:
                 by_decision[r["decision_id"]].append(Review(
                     review_id=r["review_id"], decision_id=r["decision_id"], created_at=r["created_at"],
-                    reviewer=r["reviewer"], outcome=r["outcome"], note=r["note"]))
+                    reviewer=r["reviewer"], outcome=r["outcome"], note=r["note"],
+                    credential=r["credential"], client=r["client"], meaning=r["meaning"],
+                    overridden_rules=tuple(r["overridden_rules"] or ()),
+                    rescreen_decision_id=r["rescreen_decision_id"]))
         return [
             StoredDecision(
                 decision_id=row["decision_id"], created_at=row["created_at"], client=row["client"],
@@ -312,7 +360,33 @@ def _review_status_condition(status: str):
         return and_(required.is_(True), ~has_review)
     latest = (select(reviews.c.outcome).where(reviews.c.decision_id == decisions.c.decision_id)
               .order_by(reviews.c.seq.desc()).limit(1).scalar_subquery())
-    return and_(required.is_(True), latest == ("approve" if status == "approved" else "decline"))
+    # Old records hold approve/decline whatever the decision; both map to a status of their own.
+    outcomes = [name for name in REVIEW_OUTCOMES if signoff.status_of(name) == status]
+    return and_(required.is_(True), latest.in_(outcomes))
+
+
+_MAX_SEQ = 2**63 - 1
+
+
+def encode_queue_cursor(urgent: bool, seq: int) -> str:
+    raw = json.dumps({"v": 2, "urgent": urgent, "after": seq}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_queue_cursor(cursor: str) -> tuple[bool, int]:
+    """(urgent, seq) of the last item of the previous page of the review queue."""
+    try:
+        if len(cursor) > 200:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        seq, urgent = value["after"], value["urgent"]
+        if (value.get("v") != 2 or not isinstance(seq, int) or isinstance(seq, bool)
+                or not 0 <= seq <= _MAX_SEQ or not isinstance(urgent, bool)):
+            raise ValueError
+        return urgent, seq
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError, AttributeError):
+        raise ValueError("not a cursor this service issued") from None
 
 
 def open_store(url: str) -> SqlStore:

@@ -16,7 +16,7 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class WebSettings:
-    # None: a random key per process (sessions do not survive a restart or cross workers).
+    # None: a key generated once and kept in the state directory (service.web.signin).
     secret_key: str | None = None
     # SCREENING_USERS: a path to a JSON file, or the JSON itself.
     users: str = ""
