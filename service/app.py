@@ -12,7 +12,7 @@ from service.observability.hooks import init_app as init_observability
 from service.reload import Reloader, load_or_fall_back
 from service.ruleset import RulesetHolder
 from service.ratelimit import init_app as init_rate_limit
-from service.store.sql import open_store
+from service.store.factory import open_store
 from service.web import init_web
 
 

@@ -289,9 +289,9 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
     if intakes:
         source = impact.read_jsonl(intakes)
     else:
-        from service.store.sql import open_store
+        from service.store.factory import open_store
 
-        store = open_store(Settings.from_env().store_url)
+        store = open_store(Settings.from_env().store_url, required=True)
         source = ((f"decision {ref}", intake) for ref, intake in store.iter_intakes())
     bar = tqdm(desc="replaying", unit=" intakes", disable=not sys.stderr.isatty(), file=sys.stderr)
     when = as_of.replace(tzinfo=dt.timezone.utc) if as_of else None

@@ -59,9 +59,7 @@ def _ruleset_check() -> dict:
 
 
 def _store_check() -> dict:
-    store = current_app.extensions.get("store")
-    if store is None:
-        return {"ok": True, "detail": "no decision log configured"}
+    store = current_app.extensions["store"]
     started = time.perf_counter()
     try:
         store.ping()

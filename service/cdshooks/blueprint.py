@@ -27,7 +27,7 @@ from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifi
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
 from service.decision import jsonable
 from service.screening import screen
-from service.store.base import StoreUnavailable
+from service.store.base import Store, StoreUnavailable
 
 bp = Blueprint("cds_hooks", __name__)
 
@@ -62,9 +62,8 @@ def _cors_origins() -> list[str] | str:
 
 def register(app: Flask, state: CdsHooksState | None = None) -> None:
     state = state or state_from_env()
-    store = app.extensions.get("store")
-    if store is not None and hasattr(store, "use_jti_once"):
-        state.verifier.jtis = StoreJtiCache(store)
+    # JWT ids are remembered in the shared database, so a token replayed to another worker fails.
+    state.verifier.jtis = StoreJtiCache(app.extensions["store"])
     app.extensions["cds_hooks"] = state
     app.register_blueprint(bp)
 
@@ -178,13 +177,11 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     """Record one feedback item against the decision its card was made from (card uuid = decision
     id), in the decision log. Feedback on a card the log does not know is reported back to the
     caller and kept in memory only (there is no decision to attach it to)."""
-    store = current_app.extensions.get("store")
-    found = None
-    if store is not None:
-        try:
-            found = store.get_decision(item["card"]) is not None
-        except StoreUnavailable:
-            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    store: Store = current_app.extensions["store"]
+    try:
+        found = store.get_decision(item["card"]) is not None
+    except StoreUnavailable:
+        raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
     entry = {
         "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
         "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
@@ -276,10 +273,8 @@ def _selected(drafts: list, context: dict) -> list:
     return [r for r in drafts if f"{r.__resource_type__}/{r.id}" in wanted]
 
 
-def _store(decision, intake: dict, issuer: str) -> str | None:
-    store = current_app.extensions.get("store")
-    if store is None:
-        return None
+def _store(decision, intake: dict, issuer: str) -> str:
+    store: Store = current_app.extensions["store"]
     try:
         store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
     except StoreUnavailable:

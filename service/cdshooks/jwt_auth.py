@@ -24,6 +24,8 @@ from typing import Any
 import jwt
 from jwt import PyJWKClient, PyJWKSet
 
+from service.store.base import JtiStore
+
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 
 
@@ -76,9 +78,9 @@ class JtiCache:
 
 
 class StoreJtiCache:
-    """``use_once`` over the shared database (see service.store.sql.SqlStore.use_jti_once)."""
+    """``use_once`` over the shared database (service.store.base.JtiStore)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: JtiStore) -> None:
         self._store = store
 
     def use_once(self, key: str, expires_at: float, now: float) -> bool:

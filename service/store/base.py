@@ -1,12 +1,18 @@
-"""The decision-log interface. HTTP, CDS Hooks, batch and `rules diff` use only this."""
+"""The store's interfaces, one per domain, and what they exchange. HTTP, CDS Hooks, the pages,
+batch and the CLI code against these protocols only; ``service.store.factory.open_store`` gives
+the implementation for a database URL, and tests/test_store_conformance.py holds every
+implementation to them (method present, signature compatible, behaviour)."""
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 from schemas.store import REVIEW_OUTCOMES, REVIEW_STATUSES  # noqa: F401 - part of this interface
 from service.decision import Decision
+
+if TYPE_CHECKING:
+    from service.store.keys import ApiKeyRecord
 
 
 class StoreUnavailable(RuntimeError):
@@ -59,7 +65,10 @@ class StoredDecision:
         return "approved" if self.reviews[-1].outcome == "approve" else "declined"
 
 
+@runtime_checkable
 class DecisionStore(Protocol):
+    """The decision log: decisions, the reviews beside them and CDS Hooks feedback."""
+
     def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None: ...
 
     def get_decision(self, decision_id: str) -> StoredDecision | None: ...
@@ -69,12 +78,81 @@ class DecisionStore(Protocol):
                        since: dt.datetime | None = None, until: dt.datetime | None = None,
                        cursor: str | None = None, limit: int = 50) -> tuple[list[StoredDecision], str | None]: ...
 
-    def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str) -> Review: ...
+    def count_decisions(self) -> int: ...
+
+    def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str,
+                   client: str = "") -> Review:
+        """Raises DecisionNotFound, or ReviewNotAllowed when the decision asks for no review."""
+        ...
 
     def iter_intakes(self, *, since: dt.datetime | None = None, limit: int | None = None) -> Iterator[tuple[str, dict]]:
         """(decision_id, intake) of recorded decisions, oldest first: the corpus for `rules diff`."""
         ...
 
+    def save_feedback(self, entry: dict) -> None:
+        """Append what a clinician did with a CDS Hooks card (``entry["decision_id"]`` is logged)."""
+        ...
+
+    def feedback_for(self, decision_id: str) -> list[dict]: ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the log cannot be reached."""
         ...
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """API keys as kept: the SHA-256 of each token, never the token (service.auth makes and checks them)."""
+
+    def add(self, *, key_id: str, name: str, scopes: tuple[str, ...], token_sha256: str) -> ApiKeyRecord: ...
+
+    def add_if_none(self, *, key_id: str, name: str, scopes: tuple[str, ...],
+                    token_sha256: str) -> ApiKeyRecord | None:
+        """Add only when no key exists at all (first start), atomically across processes."""
+        ...
+
+    def get(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def list(self) -> list[ApiKeyRecord]: ...
+
+    def revoke(self, key_id: str) -> ApiKeyRecord | None:
+        """Idempotent (the first revocation time stays); None if there is no such key."""
+        ...
+
+
+@runtime_checkable
+class CounterStore(Protocol):
+    """Fixed-window request counters shared by every worker and instance (rate limits)."""
+
+    def hit(self, key_id: str, window_start: int) -> int:
+        """Count one request in the window; the count so far, this one included."""
+        ...
+
+
+@runtime_checkable
+class JtiStore(Protocol):
+    """CDS client JWT ids seen, so a token is accepted once across workers."""
+
+    def use_jti_once(self, key: str, expires_at: float, now: float) -> bool:
+        """True the first time ``key`` is presented, False for a replay until it expires."""
+        ...
+
+
+@runtime_checkable
+class Store(DecisionStore, JtiStore, Protocol):
+    """Everything the app holds as ``app.extensions["store"]``: the decision log and JWT ids on
+    one database, with its API keys and request counters beside them."""
+
+    keys: KeyStore
+    counters: CounterStore
+
+    @property
+    def backend(self) -> str:
+        """The database's dialect name (sqlite, postgresql)."""
+        ...
+
+    def ensure_schema(self) -> None:
+        """Migrate to head once; raise StoreUnavailable while the database cannot be reached."""
+        ...
+
+    def close(self) -> None: ...

@@ -11,7 +11,6 @@ import base64
 import binascii
 import datetime as dt
 import json
-import logging
 import re
 import threading
 import uuid
@@ -29,6 +28,7 @@ from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFou
                                 ReviewNotAllowed, StoredDecision, StoreUnavailable)
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.keys import ApiKeyStore
+from service.store.ratelimits import RateLimitStore
 from service.store.models import cds_feedback, cds_jti, decisions, reviews
 
 
@@ -91,12 +91,14 @@ def _now() -> dt.datetime:
 
 
 class SqlStore:
-    """DecisionStore on a SQLAlchemy engine. Thread-safe; one per process (per app)."""
+    """The Store (service.store.base) on a SQLAlchemy engine. Thread-safe; one per process (per
+    app). Open it with service.store.factory.open_store."""
 
     def __init__(self, url: str, *, migrate_now: bool = True):
         self.url = url
         self.engine = make_engine(url)
         self.keys = ApiKeyStore(self.engine, self.ensure_schema)
+        self.counters = RateLimitStore(self.engine, self.ensure_schema)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         if migrate_now:
@@ -304,13 +306,3 @@ def _review_status_condition(status: str):
               .order_by(reviews.c.seq.desc()).limit(1).scalar_subquery())
     return and_(required.is_(True), latest == ("approve" if status == "approved" else "decline"))
 
-
-def open_store(url: str) -> SqlStore:
-    """The app's store. A database that is down at start does not stop the service: it answers
-    503 (and /readyz says why) until the database is back, then migrates and carries on."""
-    store = SqlStore(url, migrate_now=False)
-    try:
-        store.ensure_schema()
-    except StoreUnavailable as exc:
-        logging.getLogger(__name__).warning("decision log unavailable at start (%s); retrying on use", exc)
-    return store

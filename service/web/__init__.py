@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from service.ratelimit import Rate, RateLimiter
 from service.web import security
 from service.web.settings import WebSettings
 from service.web.users import UserDirectory, UsersConfigError
-
-
-from service.ratelimit import Rate, RateLimiter  # noqa: E402
-from service.store.ratelimits import RateLimitStore  # noqa: E402
 
 # At most 10 sign-in attempts per user name in 15 minutes.
 SIGNIN_RATE = Rate(10, 15 * 60)
@@ -33,8 +30,7 @@ def init_web(app: Flask, settings: WebSettings | None = None) -> None:
     # Password guessing: sign-in attempts per user name are counted in the shared database, so
     # the limit holds across workers and instances (the same counter as API keys).
     store = app.extensions["store"]
-    app.extensions["signin_limiter"] = RateLimiter(RateLimitStore(store.engine, store.ensure_schema),
-                                                   SIGNIN_RATE)
+    app.extensions["signin_limiter"] = RateLimiter(store.counters, SIGNIN_RATE)
     security.configure(app, settings)
 
     from service.web.views import bp
