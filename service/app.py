@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import admin, decisions, health, problems, rulesets, screenings
+from service.api import admin, decisions, health, rulesets, screenings
 from service import auth
 from service.api import docs
 from service.api.openapi import ScreeningApi
 from service.config import Settings
+from service import http_io
 from service.observability.hooks import init_app as init_observability
 from service.reload import Reloader, load_or_fall_back
 from service.ruleset import RulesetHolder
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health.blp, screenings.blp, rulesets.blp, admin.blp, decisions.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)  # /docs: Swagger UI over /openapi.json, assets from the package
-    problems.register(app)
+    http_io.register(app)  # one map from errors to responses, for every blueprint
     init_web(app)  # the clinician pages: sign-in, review queue, decision pages (service/web)
     # CDS Hooks 2.0 for EHRs: /cds-services, JWT-authenticated (no API keys) (service/cdshooks)
     from service.cdshooks import blueprint as cds_hooks

@@ -22,7 +22,7 @@ from typing import Callable
 
 from flask import Flask, Response, g
 
-from service.api.problems import ApiError
+from service.errors import ServiceError
 from service.store.base import CounterStore, Store
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -93,12 +93,12 @@ class RateLimiter:
         return Usage(self.rate, count, window_start + self.rate.period - now)
 
     def check(self, key_id: str) -> None:
-        """Count this request; ApiError 429 when the key is over its rate. The usage is kept on
+        """Count this request; ServiceError 429 when the key is over its rate. The usage is kept on
         ``g`` so that the response, whatever it is, carries the RateLimit headers."""
         usage = self.hit(key_id)
         g.rate_limit = usage
         if not usage.allowed:
-            raise ApiError(429, f"This API key has made more than {usage.rate.limit} requests in "
+            raise ServiceError(429, f"This API key has made more than {usage.rate.limit} requests in "
                                 f"{usage.rate.period} seconds; retry after {usage.headers()['Retry-After']} "
                                 "seconds.", headers=usage.headers())
 

@@ -17,8 +17,6 @@ from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
 from schemas.intake import IntakeSchema
-from service.api.jsonbody import parse_json_object
-from service.api.problems import ApiError
 from service.cdshooks.cards import decision_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
@@ -26,8 +24,12 @@ from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, Malform
 from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
 from service.decision import jsonable
+# The error model every channel shares; service.http_io maps it (and StoreUnavailable) to responses.
+from service.errors import ServiceError as ApiError
+from service.http_io import read_json_request
+from service.intake_reader import Limits
 from service.screening import screen
-from service.store.base import Store, StoreUnavailable
+from service.store.base import Store
 
 bp = Blueprint("cds_hooks", __name__)
 
@@ -178,10 +180,7 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     id), in the decision log. Feedback on a card the log does not know is reported back to the
     caller and kept in memory only (there is no decision to attach it to)."""
     store: Store = current_app.extensions["store"]
-    try:
-        found = store.get_decision(item["card"]) is not None
-    except StoreUnavailable:
-        raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    found = store.get_decision(item["card"]) is not None
     entry = {
         "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
         "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
@@ -191,10 +190,7 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
         "outcome_timestamp": item["outcomeTimestamp"],
     }
     if found:
-        try:
-            store.save_feedback(entry)
-        except StoreUnavailable:
-            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+        store.save_feedback(entry)
     else:
         _state().feedback.append(entry)
     return entry
@@ -234,7 +230,7 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
 def _read_body() -> dict:
     settings = current_app.extensions["settings"]
     # FHIR nests deeper than an intake (QuestionnaireResponse items within items).
-    return parse_json_object(request, _state().max_body_bytes, max(settings.max_json_depth, 64))
+    return read_json_request(request, Limits(_state().max_body_bytes, max(settings.max_json_depth, 64)))
 
 
 def _check_request(body: dict, hook: str) -> dict:
@@ -275,10 +271,7 @@ def _selected(drafts: list, context: dict) -> list:
 
 def _store(decision, intake: dict, issuer: str) -> str:
     store: Store = current_app.extensions["store"]
-    try:
-        store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
-    except StoreUnavailable:
-        # A decision that is not in the log is not shown: its card would link to nothing and
-        # no physician would see it in the review queue.
-        raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    # StoreUnavailable propagates (503 from service.http_io): a decision that is not in the log is
+    # not shown, as its card would link to nothing and no physician would see it in the queue.
+    store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
     return f"{_public_base()}/decisions/{decision.decision_id}"

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, runtime_checkable
 
 from schemas.store import REVIEW_OUTCOMES, REVIEW_STATUSES  # noqa: F401 - part of this interface
 from service.decision import Decision
-
-if TYPE_CHECKING:
-    from service.store.keys import ApiKeyRecord
 
 
 class StoreUnavailable(RuntimeError):
@@ -63,6 +60,21 @@ class StoredDecision:
         if not self.reviews:
             return "pending"
         return "approved" if self.reviews[-1].outcome == "approve" else "declined"
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key as kept (KeyStore): the token's SHA-256, never the token."""
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    token_sha256: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from schemas.store import MAX_PAGE
 from service.decision import Decision, jsonable
 from service.store import migrate
 from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, Review,
-                                ReviewNotAllowed, StoredDecision, StoreUnavailable)
+                                ReviewNotAllowed, StoredDecision)
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.keys import ApiKeyStore
 from service.store.ratelimits import RateLimitStore

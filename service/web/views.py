@@ -15,6 +15,8 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, NotFound
 
 from schemas.rulefile import DECISIONS
+from service.errors import RETRY_AFTER_S
+from service.observability.metrics import record_store_failure
 from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, DecisionStore,
                                 ReviewNotAllowed, StoredDecision, StoreUnavailable)
 from service.web import labels
@@ -29,7 +31,6 @@ MAX_NOTE_CHARS = 2000
 QUEUE_PAGE_SIZE = 25
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _DECISION_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-RETRY_AFTER_SECONDS = 5
 
 
 def _users() -> UserDirectory:
@@ -237,10 +238,12 @@ def _http_error(exc: HTTPException):
 
 @bp.errorhandler(StoreUnavailable)
 def _store_unavailable(exc: StoreUnavailable):
+    # The HTML form of service.http_io's 503: the same Retry-After, the same failure metric.
     log.error("decision log unavailable: %s", type(exc).__name__)
+    record_store_failure(request.endpoint or "unknown")
     body, status = error_page(503, "The decision log cannot be reached right now. Nothing was "
                                    "changed; try again in a few seconds.")
-    return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return body, status, {"Retry-After": str(RETRY_AFTER_S)}
 
 
 @bp.errorhandler(Exception)
