@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["settings"] = settings
     # A pack that fails lint or compile stops start-up here, with every problem in the message
     # (a worker restarted while the service is serving falls back to the last good pack).
-    ruleset, fallback_reason = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir)
+    ruleset, fallback_reason = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir,
+                                                 settings.serving)
     holder = RulesetHolder(ruleset)
     holder.last_error = fallback_reason
     app.extensions["rulesets"] = holder
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_web(app)  # the clinician pages: sign-in, review queue, decision pages (service/web)
     # CDS Hooks 2.0 for EHRs: /cds-services, JWT-authenticated (no API keys) (service/cdshooks)
     from service.cdshooks import blueprint as cds_hooks
-    cds_hooks.register(app)
+    cds_hooks.register(app, settings.cds_hooks)
     # Request ids, the JSON request log and Prometheus metrics for every route.
     init_observability(app)
     return app

@@ -127,9 +127,9 @@ class LineScreener:
 _worker: LineScreener | None = None
 
 
-def _init_worker(rules_dir: str, backend: str, as_of: dt.datetime | None) -> None:
+def _init_worker(rules_dir: str, backend: str, as_of: dt.datetime | None, settings: Settings) -> None:
     global _worker
-    _worker = LineScreener(load_ruleset(rules_dir, backend), as_of, Settings.from_env())
+    _worker = LineScreener(load_ruleset(rules_dir, backend), as_of, settings)
 
 
 def _screen_chunk(chunk: tuple[int, list[bytes]]) -> tuple[str, Summary]:
@@ -206,10 +206,13 @@ def run_batch(
     chunk_lines: int = CHUNK_LINES,
     progress: Callable[[int], None] | None = None,
     ruleset: Ruleset | None = None,
+    settings: Settings | None = None,
 ) -> Summary:
     """Screen every line of ``input_path`` into ``output_path``. ``progress(n)`` is called with
     the number of lines finished since its last call. Raises BatchError before writing anything
-    when the run cannot be done."""
+    when the run cannot be done. ``settings`` (the body limits) are read from the environment
+    when not given, once for the run; every worker gets them from here."""
+    settings = settings or Settings.from_env()
     ruleset = ruleset or load_ruleset(rules_dir, backend)
     workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
@@ -233,13 +236,13 @@ def run_batch(
                 progress(part.lines)
 
         if workers == 1:
-            screener = LineScreener(ruleset, as_of, Settings.from_env())
+            screener = LineScreener(ruleset, as_of, settings)
             for first, lines in chunks:
                 part = Summary()
                 emit("".join(screener(first + i, line, part) for i, line in enumerate(lines)), part)
         else:
             context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with context.Pool(workers, _init_worker, (str(rules_dir), backend, as_of)) as pool:
+            with context.Pool(workers, _init_worker, (str(rules_dir), backend, as_of, settings)) as pool:
                 pending: deque = deque()
                 for chunk in chunks:
                     pending.append(pool.apply_async(_screen_chunk, (chunk,)))
@@ -282,13 +285,14 @@ def batch_command(input_file: Path, output_file: Path, resume: bool, as_of, work
         raise click.UsageError("the output must not be the input file")
     directory = common.rules_dir(rules_dir)
     ruleset = common.load_or_exit(directory)  # problems are printed and exit 78 here, not in every worker
-    backend = Settings.from_env().engine_backend
+    settings = common.settings()
     show = progress if progress is not None else sys.stderr.isatty()
     bar = tqdm(total=count_lines(input_file) if show else None, unit=" intakes", disable=not show,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        summary = run_batch(input_file, output_file, rules_dir=directory, backend=backend, as_of=as_of,
-                            workers=workers, resume=resume, progress=bar.update, ruleset=ruleset)
+        summary = run_batch(input_file, output_file, rules_dir=directory, backend=settings.engine_backend, as_of=as_of,
+                            workers=workers, resume=resume, progress=bar.update, ruleset=ruleset,
+                            settings=settings)
     except BatchError as exc:
         bar.close()
         click.echo(f"batch: {exc}", err=True)

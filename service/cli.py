@@ -15,7 +15,6 @@ import click
 
 from service import cli_common as common
 from service.cli_common import EXIT_DATAERR, EXIT_NOINPUT, as_of_option, rules_option
-from service.config import Settings
 from service.decision import INCOMPLETE, INELIGIBLE, Decision
 
 EXIT_ELIGIBLE, EXIT_REVIEW, EXIT_INELIGIBLE, EXIT_INCOMPLETE = 0, 10, 20, 30
@@ -68,7 +67,7 @@ def evaluate(intake_file, as_json: bool, explain: bool, as_of, rules_dir: Path |
     # Every channel's strict reader: the same document gets the same answer at a terminal
     # (deep nesting, NaN, duplicate keys and unpaired surrogates are refused, not a traceback).
     try:
-        intake = read_intake(data, Limits.of(Settings.from_env()))
+        intake = read_intake(data, Limits.of(common.settings()))
     except ServiceError as exc:
         click.echo(f"{intake_file.name}: {exc.message}", err=True)
         for error in exc.errors:
@@ -234,6 +233,7 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
     """Which decisions a candidate ruleset would change, before it goes live."""
     from tqdm import tqdm
 
+    from service.intake_reader import Limits
     from service.policy import impact
 
     if bool(candidate_dir) == bool(candidate_rev):
@@ -250,11 +250,11 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
         raise click.ClickException(str(exc)) from None
     current, candidate = common.load_or_exit(base_dir), common.load_or_exit(candidate_dir)
     if intakes:
-        source = impact.read_jsonl(intakes)
+        source = impact.read_jsonl(intakes, Limits.of(common.settings()))
     else:
         from service.store.factory import open_store
 
-        store = open_store(Settings.from_env().store_url, required=True)
+        store = open_store(common.settings().store_url, required=True)
         source = ((f"decision {ref}", intake) for ref, intake in store.iter_intakes())
     bar = tqdm(desc="replaying", unit=" intakes", disable=not sys.stderr.isatty(), file=sys.stderr)
     report = impact.compare(current, candidate, source, as_of, progress=lambda: bar.update(1))

@@ -31,15 +31,27 @@ def as_of_option(help: str = "Evaluate as on this date (UTC) instead of now."):
                         callback=_utc, help=help)
 
 
+def settings() -> Settings:
+    """This run's settings: read from the environment once, by the first part of the command
+    that asks, and kept on the click context for the rest of the run."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:  # called outside a command (a library caller): one read for this call
+        return Settings.from_env()
+    meta = ctx.find_root().meta
+    if "screening.settings" not in meta:
+        meta["screening.settings"] = Settings.from_env()
+    return meta["screening.settings"]
+
+
 def rules_dir(value: Path | None) -> Path:
     """``--rules``, or the configured pack ($SCREENING_RULES_DIR, else the shipped one)."""
-    return value or Settings.from_env().rules_dir
+    return value or settings().rules_dir
 
 
 def load_or_exit(directory: Path | None) -> Ruleset:
     """The pack at ``directory`` (see rules_dir), compiled; its problems printed and exit 78 if broken."""
     try:
-        return load_ruleset(rules_dir(directory), Settings.from_env().engine_backend)
+        return load_ruleset(rules_dir(directory), settings().engine_backend)
     except RulePackError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)

@@ -12,7 +12,7 @@ from typing import Iterator
 import click
 
 from service.auth import SCOPES, check_scopes, create_first_admin_key, create_key
-from service.config import Settings
+from service import cli_common as common
 from service.store.base import Store, StoreUnavailable
 from service.store.factory import open_store
 from service.store.keys import ApiKeyRecord
@@ -24,7 +24,7 @@ EXIT_UNAVAILABLE = 69
 def _opened_store() -> Iterator[Store]:
     """The log at DATABASE_URL (migrated); exit 69 with a readable line when it is down."""
     try:
-        store = open_store(Settings.from_env().store_url, required=True)
+        store = open_store(common.settings().store_url, required=True)
     except StoreUnavailable as exc:
         click.echo(f"the decision log is unavailable: {exc}", err=True)
         raise SystemExit(EXIT_UNAVAILABLE) from None

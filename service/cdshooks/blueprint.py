@@ -7,7 +7,6 @@ decision as POST /v1/screenings, stored in the same decision log.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +20,9 @@ from service.cdshooks.cards import decision_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
                                          parse_draft_orders)
-from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
+from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_settings
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
+from service.config import CdsHooksSettings
 from service.decision import jsonable
 # The error model every channel shares; service.http_io maps it (and StoreUnavailable) to responses.
 from service.errors import ServiceError as ApiError
@@ -48,22 +48,21 @@ class CdsHooksState:
     feedback: list[dict] = field(default_factory=list)
 
 
-def state_from_env() -> CdsHooksState:
+def state_from_settings(settings: CdsHooksSettings) -> CdsHooksState:
     return CdsHooksState(
-        verifier=verifier_from_env(),
-        base_url=(os.environ.get("SCREENING_CDS_BASE_URL") or "").rstrip("/") or None,
-        fetch=FetchSettings(timeout_seconds=float(os.environ.get("SCREENING_CDS_FHIR_TIMEOUT") or 2.0)),
-        max_body_bytes=int(os.environ.get("SCREENING_CDS_MAX_BODY_BYTES") or 4 * 1024 * 1024),
+        verifier=verifier_from_settings(settings),
+        base_url=settings.base_url,
+        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout),
+        max_body_bytes=settings.max_body_bytes,
     )
 
 
-def _cors_origins() -> list[str] | str:
-    raw = os.environ.get("SCREENING_CDS_CORS_ORIGINS", "*").strip()
-    return "*" if raw in ("", "*") else [o.strip() for o in raw.split(",") if o.strip()]
-
-
-def register(app: Flask, state: CdsHooksState | None = None) -> None:
-    state = state or state_from_env()
+def register(app: Flask, settings: CdsHooksSettings, state: CdsHooksState | None = None) -> None:
+    state = state or state_from_settings(settings)
+    # flask-cors takes what the decorator below leaves out from the app's config: the origins
+    # are this app's setting, not something read when the module is imported.
+    origins = settings.cors_origins
+    app.config["CORS_ORIGINS"] = "*" if origins == "*" else list(origins)
     # JWT ids are remembered in the shared database, so a token replayed to another worker fails.
     state.verifier.jtis = StoreJtiCache(app.extensions["store"])
     app.extensions["cds_hooks"] = state
@@ -71,7 +70,7 @@ def register(app: Flask, state: CdsHooksState | None = None) -> None:
 
 
 # Bearer tokens, not cookies: no credentials mode, so "*" does not expose a session.
-_cors = cross_origin(origins=_cors_origins(), methods=["GET", "POST", "OPTIONS"],
+_cors = cross_origin(methods=["GET", "POST", "OPTIONS"],
                      allow_headers=["Authorization", "Content-Type"], max_age=600)
 
 

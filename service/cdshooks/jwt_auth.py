@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import jwt
 from jwt import PyJWKClient, PyJWKSet
 
+from service.config import CdsHooksSettings
 from service.store.base import JtiStore
 
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
@@ -175,8 +175,5 @@ class Verifier:
         raise KeyError(kid)
 
 
-def verifier_from_env() -> Verifier:
-    return Verifier(
-        issuers=parse_issuers(os.environ.get("SCREENING_CDS_ISSUERS")),
-        leeway=int(os.environ.get("SCREENING_CDS_JWT_LEEWAY") or 30),
-    )
+def verifier_from_settings(settings: CdsHooksSettings) -> Verifier:
+    return Verifier(issuers=parse_issuers(settings.issuers), leeway=settings.jwt_leeway)

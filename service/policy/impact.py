@@ -20,6 +20,8 @@ from marshmallow import ValidationError
 
 from schemas.intake import IntakeSchema
 from service.decision import Decision
+from service.errors import ServiceError
+from service.intake_reader import Limits, read_json
 from service.ruleset import Ruleset
 from service.screening import screen
 
@@ -63,14 +65,9 @@ class ImpactReport:
         return "more restrictive" if a > b else "more permissive"
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[str, dict | None]]:
+def read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[str, dict | None]]:
     """(reference, raw intake or None if the line is not an acceptable JSON object), streaming.
     Lines are read as strictly as an HTTP body or a batch line (the same limits)."""
-    from service.config import Settings
-    from service.errors import ServiceError
-    from service.intake_reader import Limits, read_json
-
-    limits = Limits.of(Settings.from_env())
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

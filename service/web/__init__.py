@@ -17,7 +17,7 @@ SIGNIN_RATE = Rate(10, 15 * 60)
 
 
 def init_web(app: Flask, settings: WebSettings | None = None) -> None:
-    settings = settings or WebSettings.from_env()
+    settings = settings or app.extensions["settings"].web
     try:
         users = UserDirectory.from_setting(settings.users)
     except UsersConfigError as exc:
