@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from schemas.intake import IntakeSchema
-from service.api.jsonbody import parse_json_bytes
+from service.intake_reader import Limits, read_json
 from service.batch import run_batch
 from service.ruleset import default_rules_path, load_ruleset
 from service.screening import screen
@@ -53,7 +53,7 @@ def _stages_once(sample: int) -> dict:
     schema = IntakeSchema()
     out: dict[str, float] = {}
     t = time.perf_counter()
-    raws = [parse_json_bytes(line, 1 << 20, 32) for line in lines]
+    raws = [read_json(line, Limits(1 << 20, 32)) for line in lines]
     out["parse_json"] = time.perf_counter() - t
     t = time.perf_counter()
     intakes = [schema.load(raw) for raw in raws]

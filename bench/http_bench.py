@@ -73,7 +73,7 @@ def _api_key(env: dict) -> tuple[str | None, str]:
         last = ((out.stderr or out.stdout).strip().splitlines() or [""])[-1]
     try:  # the CLI may not be there yet: the same function it calls, on the same database
         from service.auth import create_key
-        from service.store.sql import open_store
+        from service.store.factory import open_store
 
         store = open_store(env["DATABASE_URL"])
         try:
@@ -87,7 +87,7 @@ def _api_key(env: dict) -> tuple[str | None, str]:
 def _count_decisions(url: str) -> int | str:
     """Decisions the run wrote to the decision log (the screening endpoint records each one)."""
     try:
-        from service.store.sql import open_store
+        from service.store.factory import open_store
 
         store = open_store(url)
         try:
@@ -109,7 +109,7 @@ def _commit_cost(url: str, samples: int = 100) -> dict | str:
         from service.decision import jsonable
         from service.ruleset import default_rules_path, load_ruleset
         from service.screening import screen
-        from service.store.sql import open_store
+        from service.store.factory import open_store
 
         intake = IntakeSchema().load(json.loads((ROOT / "examples" / "ineligible-several.json").read_text()))
         ruleset = load_ruleset(default_rules_path())

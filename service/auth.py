@@ -22,7 +22,7 @@ from flask_smorest import Api
 from flask_smorest.utils import deepupdate
 
 from schemas.errors import ErrorSchema
-from service.api.problems import ApiError
+from service.errors import ServiceError
 from service import ratelimit
 from service.store.keys import ApiKeyRecord, ApiKeyStore
 
@@ -137,14 +137,14 @@ def require_scope(scope: str) -> Callable:
 def _check(scope: str) -> ApiKeyRecord:
     token = presented_token(request)
     if token is None:
-        raise ApiError(401, "An API key is required: send 'Authorization: Bearer <key>'.", headers=_CHALLENGE)
+        raise ServiceError(401, "An API key is required: send 'Authorization: Bearer <key>'.", headers=_CHALLENGE)
     record = authenticate(current_app.extensions["store"].keys, token)
     if record is None:
         log.warning("API key rejected on %s %s", request.method, request.path)
-        raise ApiError(401, "The API key is not valid or has been revoked.", headers=_CHALLENGE)
+        raise ServiceError(401, "The API key is not valid or has been revoked.", headers=_CHALLENGE)
     if not grants(record, scope):
         log.warning("API key %s lacks scope %s for %s %s", record.id, scope, request.method, request.path)
-        raise ApiError(403, f"This API key does not have the '{scope}' scope.")
+        raise ServiceError(403, f"This API key does not have the '{scope}' scope.")
     # Counted only once admitted: refused requests cost a key nothing, and nobody can use up
     # someone else's rate without their key.
     ratelimit.check(current_app, record.id)

@@ -6,46 +6,18 @@ review, 20 ineligible, 30 incomplete, 65 the intake is not valid, 66 the input c
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
 from pathlib import Path
 
 import click
-from marshmallow import ValidationError
 
-from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
-from service.config import Settings
-from service.decision import ELIGIBLE, INCOMPLETE, INELIGIBLE, Decision
-from service.engine import EngineError
-from service.policy.problems import RulePackError
-from service.ruleset import Ruleset, default_rules_path, load_ruleset
+from service import cli_common as common
+from service.cli_common import EXIT_DATAERR, EXIT_NOINPUT, as_of_option, rules_option
+from service.decision import INCOMPLETE, INELIGIBLE, Decision
 
 EXIT_ELIGIBLE, EXIT_REVIEW, EXIT_INELIGIBLE, EXIT_INCOMPLETE = 0, 10, 20, 30
-EXIT_DATAERR, EXIT_NOINPUT, EXIT_CONFIG = 65, 66, 78
-
-rules_option = click.option(
-    "--rules", "rules_dir", type=click.Path(path_type=Path), default=None,
-    help="Rule pack directory (default: $SCREENING_RULES_DIR or the shipped pack).",
-)
-
-
-def _rules_dir(value: Path | None) -> Path:
-    return value or Path(os.environ.get("SCREENING_RULES_DIR") or default_rules_path())
-
-
-def _load(rules_dir: Path | None) -> Ruleset:
-    try:
-        return load_ruleset(_rules_dir(rules_dir), os.environ.get("SCREENING_ENGINE", "durable"))
-    except RulePackError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(EXIT_CONFIG) from None
-    except EngineError as exc:
-        click.echo(f"engine: {exc}", err=True)
-        raise SystemExit(EXIT_CONFIG) from None
 
 
 @click.group()
@@ -60,7 +32,7 @@ def main() -> None:
 def serve(bind: str | None, workers: int | None) -> None:
     """Run the HTTP service under gunicorn (production form)."""
     # Fail here, readably, rather than in every worker.
-    _load(None)
+    common.load_or_exit(None)
     # Migrates the decision log, and on a first start prints an admin API key once.
     from service.cli_keys import ensure_first_key
     ensure_first_key()
@@ -78,41 +50,31 @@ def serve(bind: str | None, workers: int | None) -> None:
 @click.argument("intake_file", type=click.File("rb"), default="-")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @click.option("--explain", is_flag=True, help="Show every rule's outcome, not only the reasons.")
-@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="Evaluate as on this date (UTC) instead of now.")
+@as_of_option()
 @rules_option
 def evaluate(intake_file, as_json: bool, explain: bool, as_of, rules_dir: Path | None) -> None:
     """Screen one intake (a JSON file, or - for standard input)."""
     from service.screening import screen
 
-    from service.api.jsonbody import parse_json_bytes
-    from service.api.problems import ApiError
+    from service.errors import ServiceError
+    from service.intake_reader import Limits, read_intake
 
     try:
         data = intake_file.read()
     except OSError as exc:
         click.echo(f"{intake_file.name}: cannot read: {exc}", err=True)
         raise SystemExit(EXIT_NOINPUT) from None
-    # The HTTP API's strict reader: the same document gets the same answer at a terminal
+    # Every channel's strict reader: the same document gets the same answer at a terminal
     # (deep nesting, NaN, duplicate keys and unpaired surrogates are refused, not a traceback).
-    settings = Settings.from_env()
     try:
-        raw = parse_json_bytes(data, settings.max_body_bytes, settings.max_json_depth)
-    except ApiError as exc:
-        click.echo(f"{intake_file.name}: not an intake document: {exc.message}", err=True)
+        intake = read_intake(data, Limits.of(common.settings()))
+    except ServiceError as exc:
+        click.echo(f"{intake_file.name}: {exc.message}", err=True)
         for error in exc.errors:
             click.echo(f"  {error['path']}: {error['message']}", err=True)
         raise SystemExit(EXIT_DATAERR) from None
-    try:
-        intake = IntakeSchema().load(raw)
-    except ValidationError as exc:
-        click.echo(f"{intake_file.name}: the intake is not valid:", err=True)
-        for path, message in flatten_messages(exc.messages):
-            click.echo(f"  {dotted(path)}: {message}", err=True)
-        raise SystemExit(EXIT_DATAERR) from None
-    ruleset = _load(rules_dir)
-    when = as_of.replace(tzinfo=dt.timezone.utc) if as_of else None
-    decision = screen(intake, ruleset, as_of=when, explain=explain)
+    ruleset = common.load_or_exit(rules_dir)
+    decision = screen(intake, ruleset, as_of=as_of, explain=explain)
     if as_json:
         click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -185,7 +147,7 @@ def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
     from service.policy.loader import read_pack
 
     all_problems = []
-    for path in paths or (_rules_dir(None),):
+    for path in paths or (common.rules_dir(None),):
         pack, problems = read_pack(path)
         if pack is not None:
             problems = problems + lint(pack)
@@ -212,8 +174,8 @@ def rules_test(paths: tuple[Path, ...], coverage_min: float | None, verbose: boo
     from service.policy.testing import run_tests
 
     failed_any = False
-    for path in paths or (_rules_dir(None),):
-        ruleset = _load(path)
+    for path in paths or (common.rules_dir(None),):
+        ruleset = common.load_or_exit(path)
         def progress(result):
             if verbose or not result.passed:
                 mark = click.style("PASS", fg="green") if result.passed else click.style("FAIL", fg="red")
@@ -240,9 +202,9 @@ def rules_test(paths: tuple[Path, ...], coverage_min: float | None, verbose: boo
 @rules_option
 def rules_show(as_json: bool, rules_dir: Path | None) -> None:
     """The ruleset's version, digest, rules and citations (as GET /v1/rulesets/current)."""
-    from service.api.rulesets import describe
+    from service.ruleset_description import describe
 
-    info = describe(_load(rules_dir))
+    info = describe(common.load_or_exit(rules_dir))
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -264,20 +226,21 @@ def rules_show(as_json: bool, rules_dir: Path | None) -> None:
 @click.option("--from-log", is_flag=True, help="Replay the intakes recorded in the decision log ($DATABASE_URL).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html"]), default="text")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the report here.")
-@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Evaluate as on this date.")
+@as_of_option("Evaluate as on this date (UTC) instead of now.")
 @click.option("--fail-on-change", is_flag=True, help="Exit 1 if any decision changes.")
 def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, from_log, fmt, output, as_of,
                fail_on_change) -> None:
     """Which decisions a candidate ruleset would change, before it goes live."""
     from tqdm import tqdm
 
+    from service.intake_reader import Limits
     from service.policy import impact
 
     if bool(candidate_dir) == bool(candidate_rev):
         raise click.UsageError("give the candidate as --candidate DIR or --candidate-rev REV")
     if bool(intakes) == bool(from_log):
         raise click.UsageError("give the intakes as --intakes FILE.jsonl or --from-log")
-    base_dir = _rules_dir(current_dir)
+    base_dir = common.rules_dir(current_dir)
     try:
         if candidate_rev:
             candidate_dir = impact.checkout_revision(candidate_rev, base_dir)
@@ -285,17 +248,16 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
             base_dir = impact.checkout_revision(current_rev, base_dir)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    current, candidate = _load(base_dir), _load(candidate_dir)
+    current, candidate = common.load_or_exit(base_dir), common.load_or_exit(candidate_dir)
     if intakes:
-        source = impact.read_jsonl(intakes)
+        source = impact.read_jsonl(intakes, Limits.of(common.settings()))
     else:
-        from service.store.sql import open_store
+        from service.store.factory import open_store
 
-        store = open_store(Settings.from_env().store_url)
+        store = open_store(common.settings().store_url, required=True)
         source = ((f"decision {ref}", intake) for ref, intake in store.iter_intakes())
     bar = tqdm(desc="replaying", unit=" intakes", disable=not sys.stderr.isatty(), file=sys.stderr)
-    when = as_of.replace(tzinfo=dt.timezone.utc) if as_of else None
-    report = impact.compare(current, candidate, source, when, progress=lambda: bar.update(1))
+    report = impact.compare(current, candidate, source, as_of, progress=lambda: bar.update(1))
     bar.close()
     text = {"text": impact.render_text, "markdown": impact.render_markdown, "html": impact.render_html}[fmt](report)
     if output:
@@ -306,7 +268,7 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
     raise SystemExit(1 if fail_on_change and report.changed else 0)
 
 
-from service.batch import batch_command  # noqa: E402 - batch.py imports this module's helpers lazily
+from service.batch import batch_command  # noqa: E402 - the command groups, added after main
 main.add_command(batch_command)
 from service.schema_export import schemas_group  # noqa: E402 - the JSON Schema files for integrators
 main.add_command(schemas_group)

@@ -12,27 +12,29 @@ from typing import Iterator
 import click
 
 from service.auth import PHYSICIAN_NAME, SCOPES, check_scopes, create_first_admin_key, create_key
-from service.config import Settings
-from service.store.base import StoreUnavailable
+from service import cli_common as common
+from service.store.base import Store, StoreUnavailable
+from service.store.factory import open_store
 from service.store.keys import ApiKeyRecord
-from service.store.sql import SqlStore
 
 EXIT_UNAVAILABLE = 69
 
 
 @contextlib.contextmanager
-def _opened_store() -> Iterator[SqlStore]:
+def _opened_store() -> Iterator[Store]:
     """The log at DATABASE_URL (migrated); exit 69 with a readable line when it is down."""
-    store = None
     try:
-        store = SqlStore(Settings.from_env().store_url)
+        store = open_store(common.settings().store_url, required=True)
+    except StoreUnavailable as exc:
+        click.echo(f"the decision log is unavailable: {exc}", err=True)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+    try:
         yield store
     except StoreUnavailable as exc:
         click.echo(f"the decision log is unavailable: {exc}", err=True)
         raise SystemExit(EXIT_UNAVAILABLE) from None
     finally:
-        if store is not None:
-            store.close()
+        store.close()
 
 
 def _describe(record: ApiKeyRecord) -> dict:

@@ -22,8 +22,8 @@ from typing import Callable
 
 from flask import Flask, Response, g
 
-from service.api.problems import ApiError
-from service.store.ratelimits import RateLimitStore
+from service.errors import ServiceError
+from service.store.base import CounterStore, Store
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
@@ -81,7 +81,7 @@ class Usage:
 class RateLimiter:
     """Counts requests per API key id; ``clock`` (Unix seconds) is injectable for tests."""
 
-    def __init__(self, counters: RateLimitStore, rate: Rate, clock: Callable[[], float] = time.time):
+    def __init__(self, counters: CounterStore, rate: Rate, clock: Callable[[], float] = time.time):
         self.counters = counters
         self.rate = rate
         self.clock = clock
@@ -93,12 +93,12 @@ class RateLimiter:
         return Usage(self.rate, count, window_start + self.rate.period - now)
 
     def check(self, key_id: str) -> None:
-        """Count this request; ApiError 429 when the key is over its rate. The usage is kept on
+        """Count this request; ServiceError 429 when the key is over its rate. The usage is kept on
         ``g`` so that the response, whatever it is, carries the RateLimit headers."""
         usage = self.hit(key_id)
         g.rate_limit = usage
         if not usage.allowed:
-            raise ApiError(429, f"This API key has made more than {usage.rate.limit} requests in "
+            raise ServiceError(429, f"This API key has made more than {usage.rate.limit} requests in "
                                 f"{usage.rate.period} seconds; retry after {usage.headers()['Retry-After']} "
                                 "seconds.", headers=usage.headers())
 
@@ -110,7 +110,7 @@ def check(app: Flask, key_id: str) -> None:
         limiter.check(key_id)
 
 
-def init_app(app: Flask, rate_text: str, store) -> None:
+def init_app(app: Flask, rate_text: str, store: Store) -> None:
     """Install the limiter from the configured rate (``SCREENING_RATE_LIMIT``). A malformed rate
     stops start-up with the variable named."""
     try:
@@ -121,7 +121,7 @@ def init_app(app: Flask, rate_text: str, store) -> None:
     app.config["RATELIMIT_ENABLED"] = rate is not None
     if rate is None:
         return
-    app.extensions["limiter"] = RateLimiter(RateLimitStore(store.engine, store.ensure_schema), rate)
+    app.extensions["limiter"] = RateLimiter(store.counters, rate)
 
     @app.after_request
     def _rate_limit_headers(response: Response) -> Response:

@@ -36,9 +36,6 @@ from service.ruleset import Ruleset, RulesetHolder, load_ruleset
 log = logging.getLogger("screening.reload")
 
 LAST_GOOD = "last-good-rules"
-# Set by the gunicorn master once it has validated the pack: from then on a worker that boots
-# on a broken directory may fall back to the last good pack rather than crash-loop.
-SERVING_ENV = "SCREENING_SERVING"
 
 
 @dataclass
@@ -123,14 +120,15 @@ def save_last_good(pack_dir: Path, state_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path) -> tuple[Ruleset, str | None]:
-    """A worker's start: the configured pack, or — only once the service is serving — the last
-    good pack, with the reason it was needed."""
+def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path,
+                      serving: bool = False) -> tuple[Ruleset, str | None]:
+    """A worker's start: the configured pack, or — only once the service is serving
+    (Settings.serving) — the last good pack, with the reason it was needed."""
     try:
         return load_ruleset(rules_dir, backend), None
     except (RulePackError, EngineError) as exc:
         fallback = state_dir / LAST_GOOD
-        if os.environ.get(SERVING_ENV) != "1" or not fallback.is_dir():
+        if not serving or not fallback.is_dir():
             raise
         log.error("rules in %s are broken; serving the last good pack: %s", rules_dir, exc)
         return load_ruleset(fallback, backend), f"serving the last good pack: {exc}"

@@ -22,13 +22,15 @@ def schemas_group() -> None:
               help="Write here instead of schemas/json/.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if the files differ from the description.")
 def export_command(out_dir: Path | None, check: bool) -> None:
-    from service.api.openapi import openapi_document
+    from dataclasses import replace
+
+    from service import cli_common as common
     from service.app import create_app
-    from service.config import Settings
 
     out_dir = out_dir or jsonschema.JSON_DIR
-    # No rule reloading thread: this process only builds the description.
-    document = openapi_document(create_app(Settings.from_env(reload_interval=0)))
+    # No rule reloading thread: this process only builds the description, exactly as served.
+    app = create_app(replace(common.settings(), reload_interval=0))
+    document = app.test_client().get("/openapi.json").get_json()
     if check:
         stale = jsonschema.stale(document, out_dir)
         for name in stale:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from service.app import create_app
 from service.auth import SCOPES, create_key
 from service.config import Settings
-from service.store.sql import SqlStore
+from service.store.factory import open_store
 
 POSTGRES_URL = os.environ.get("SCREENING_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("SCREENING_REQUIRE_POSTGRES") == "1"
@@ -61,7 +61,7 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def db_store(database_url):
-    store = SqlStore(database_url)
+    store = open_store(database_url, required=True)
     yield store
     store.close()
 

@@ -10,13 +10,11 @@ from werkzeug.serving import make_server
 
 
 def admin_headers(app: Flask) -> dict[str, str]:
-    """A fresh key with every scope, in the header the description documents ({} without keys)."""
+    """A fresh key with every scope, in the header the description documents."""
     from service.auth import create_key
 
-    store = app.extensions.get("store")
-    if store is None or not hasattr(store, "keys"):
-        return {}
-    return {"Authorization": f"Bearer {create_key(store.keys, 'openapi-tests', ['admin']).token}"}
+    keys = app.extensions["store"].keys
+    return {"Authorization": f"Bearer {create_key(keys, 'openapi-tests', ['admin']).token}"}
 
 
 @contextmanager

@@ -243,7 +243,8 @@ def test_watcher_picks_up_a_change_without_restart(live):
 
 
 def test_worker_restart_on_a_broken_directory_serves_the_last_good_pack(tmp_path, monkeypatch):
-    from service.reload import SERVING_ENV, load_or_fall_back, save_last_good
+    from service.config import SERVING_ENV, Settings
+    from service.reload import load_or_fall_back, save_last_good
     from service.policy.problems import RulePackError
 
     pack_dir = make_pack(tmp_path)
@@ -253,8 +254,8 @@ def test_worker_restart_on_a_broken_directory_serves_the_last_good_pack(tmp_path
     (pack_dir / "99-broken.yaml").write_text("rules: [")
     with pytest.raises(RulePackError):  # at first start: refuse
         load_or_fall_back(pack_dir, "durable", state)
-    monkeypatch.setenv(SERVING_ENV, "1")
-    ruleset, reason = load_or_fall_back(pack_dir, "durable", state)
+    monkeypatch.setenv(SERVING_ENV, "1")  # what gunicorn's master sets for its workers
+    ruleset, reason = load_or_fall_back(pack_dir, "durable", state, Settings.from_env().serving)
     assert ruleset.pack.digest == good and "last good" in reason
 
 

@@ -26,7 +26,7 @@ DOCS_CONTENT_SECURITY_POLICY = (
 class RepeatedParameter(BadRequest):
     def __init__(self, name: str, count: int):
         super().__init__(f"The query parameter '{name}' is given {count} times; give it once.")
-        # Read by the JSON error handler (service.api.problems) as the field problems.
+        # Read by the JSON error handler (service.http_io) as the field problems.
         self.data = {"messages": {name: ["is given more than once"]}}
 
 

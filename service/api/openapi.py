@@ -23,7 +23,6 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, current_app, jsonify
 from flask_smorest import Api
@@ -31,7 +30,7 @@ from marshmallow import ValidationError
 
 from schemas.errors import ErrorSchema
 from schemas.intake import IntakeSchema
-from service.api.problems import _CODES, validation_error
+from service.errors import envelope, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +225,7 @@ JSON Schema files (`schemas/json/`), generated from this description.
 
 
 def _error_body(status: int, message: str, errors: list | None = None) -> dict:
-    body: dict[str, Any] = {"status": status, "code": _CODES.get(status, "error"), "message": message}
-    if errors:
-        body["errors"] = errors
-    return {"error": body}
+    return {"error": envelope(status, message, errors)}
 
 
 def _validation_example() -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,18 +19,21 @@ from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
 from schemas.intake import IntakeSchema
-from service.api.jsonbody import parse_json_object
-from service.api.problems import ApiError
 from service.cdshooks.cards import decision_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
                                          parse_draft_orders)
-from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
+from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_settings
 from service.cdshooks.urls import fhir_server_allowed, public_base_url
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
+from service.config import CdsHooksSettings
 from service.decision import jsonable
+# The error model every channel shares; service.http_io maps it (and StoreUnavailable) to responses.
+from service.errors import ServiceError as ApiError
+from service.http_io import read_json_request
+from service.intake_reader import Limits
 from service.screening import screen
-from service.store.base import StoreUnavailable
+from service.store.base import Store
 
 bp = Blueprint("cds_hooks", __name__)
 log = logging.getLogger("service.cdshooks")
@@ -55,25 +57,23 @@ class CdsHooksState:
     feedback: deque[dict] = field(default_factory=lambda: deque(maxlen=FEEDBACK_KEPT))
 
 
-def state_from_env() -> CdsHooksState:
+def state_from_settings(settings: CdsHooksSettings) -> CdsHooksState:
     return CdsHooksState(
-        verifier=verifier_from_env(),
-        base_url=public_base_url(os.environ.get("SCREENING_CDS_BASE_URL")),
-        fetch=FetchSettings(timeout_seconds=float(os.environ.get("SCREENING_CDS_FHIR_TIMEOUT") or 2.0)),
-        max_body_bytes=int(os.environ.get("SCREENING_CDS_MAX_BODY_BYTES") or 4 * 1024 * 1024),
+        verifier=verifier_from_settings(settings),
+        base_url=public_base_url(settings.base_url),
+        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout),
+        max_body_bytes=settings.max_body_bytes,
     )
 
 
-def _cors_origins() -> list[str] | str:
-    raw = os.environ.get("SCREENING_CDS_CORS_ORIGINS", "*").strip()
-    return "*" if raw in ("", "*") else [o.strip() for o in raw.split(",") if o.strip()]
-
-
-def register(app: Flask, state: CdsHooksState | None = None) -> None:
-    state = state or state_from_env()
-    store = app.extensions.get("store")
-    if store is not None and hasattr(store, "use_jti_once"):
-        state.verifier.jtis = StoreJtiCache(store)
+def register(app: Flask, settings: CdsHooksSettings, state: CdsHooksState | None = None) -> None:
+    state = state or state_from_settings(settings)
+    # flask-cors takes what the decorator below leaves out from the app's config: the origins
+    # are this app's setting, not something read when the module is imported.
+    origins = settings.cors_origins
+    app.config["CORS_ORIGINS"] = "*" if origins == "*" else list(origins)
+    # JWT ids are remembered in the shared database, so a token replayed to another worker fails.
+    state.verifier.jtis = StoreJtiCache(app.extensions["store"])
     app.extensions["cds_hooks"] = state
     if state.base_url is None:
         log.warning("SCREENING_CDS_BASE_URL is not set: every CDS Hooks call is answered 503 until it "
@@ -82,7 +82,7 @@ def register(app: Flask, state: CdsHooksState | None = None) -> None:
 
 
 # Bearer tokens, not cookies: no credentials mode, so "*" does not expose a session.
-_cors = cross_origin(origins=_cors_origins(), methods=["GET", "POST", "OPTIONS"],
+_cors = cross_origin(methods=["GET", "POST", "OPTIONS"],
                      allow_headers=["Authorization", "Content-Type"], max_age=600)
 
 
@@ -202,13 +202,8 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     """Record one feedback item against the decision its card was made from (card uuid = decision
     id), in the decision log. Feedback on a card the log does not know is reported back to the
     caller and kept in memory only, the latest FEEDBACK_KEPT (there is no decision to attach it to)."""
-    store = current_app.extensions.get("store")
-    found = None
-    if store is not None:
-        try:
-            found = store.get_decision(item["card"]) is not None
-        except StoreUnavailable:
-            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    store: Store = current_app.extensions["store"]
+    found = store.get_decision(item["card"]) is not None
     entry = {
         "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
         "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
@@ -218,10 +213,7 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
         "outcome_timestamp": item["outcomeTimestamp"],
     }
     if found:
-        try:
-            store.save_feedback(entry)
-        except StoreUnavailable:
-            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+        store.save_feedback(entry)
     else:
         _state().feedback.append(entry)
     return entry
@@ -261,7 +253,7 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
 def _read_body() -> dict:
     settings = current_app.extensions["settings"]
     # FHIR nests deeper than an intake (QuestionnaireResponse items within items).
-    return parse_json_object(request, _state().max_body_bytes, max(settings.max_json_depth, 64))
+    return read_json_request(request, Limits(_state().max_body_bytes, max(settings.max_json_depth, 64)))
 
 
 def _check_request(body: dict, hook: str) -> dict:
@@ -324,14 +316,9 @@ def _selected(drafts: list, context: dict) -> list:
     return [r for r in drafts if f"{r.__resource_type__}/{r.id}" in wanted]
 
 
-def _store(decision, intake: dict, issuer: str) -> str | None:
-    store = current_app.extensions.get("store")
-    if store is None:
-        return None
-    try:
-        store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
-    except StoreUnavailable:
-        # A decision that is not in the log is not shown: its card would link to nothing and
-        # no physician would see it in the review queue.
-        raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+def _store(decision, intake: dict, issuer: str) -> str:
+    store: Store = current_app.extensions["store"]
+    # StoreUnavailable propagates (503 from service.http_io): a decision that is not in the log is
+    # not shown, as its card would link to nothing and no physician would see it in the queue.
+    store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
     return f"{_public_base()}/decisions/{decision.decision_id}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWKClient, PyJWKSet
 
 from service.cdshooks.urls import normalise_base_url
+from service.config import CdsHooksSettings
+from service.store.base import JtiStore
 
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 # NumericDates past this (year 5138) are not dates a short-lived token carries; it also keeps a
@@ -121,9 +122,9 @@ class JtiCache:
 
 
 class StoreJtiCache:
-    """``use_once`` over the shared database (see service.store.sql.SqlStore.use_jti_once)."""
+    """``use_once`` over the shared database (service.store.base.JtiStore)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: JtiStore) -> None:
         self._store = store
 
     def use_once(self, key: str, expires_at: float, now: float) -> bool:
@@ -226,8 +227,5 @@ class Verifier:
         raise KeyError(kid)
 
 
-def verifier_from_env() -> Verifier:
-    return Verifier(
-        issuers=parse_issuers(os.environ.get("SCREENING_CDS_ISSUERS")),
-        leeway=int(os.environ.get("SCREENING_CDS_JWT_LEEWAY") or 30),
-    )
+def verifier_from_settings(settings: CdsHooksSettings) -> Verifier:
+    return Verifier(issuers=parse_issuers(settings.issuers), leeway=settings.jwt_leeway)

@@ -21,6 +21,8 @@ from marshmallow import ValidationError
 
 from schemas.intake import IntakeSchema
 from service.decision import Decision
+from service.errors import ServiceError
+from service.intake_reader import Limits, read_json
 from service.ruleset import Ruleset
 from service.screening import screen
 
@@ -64,21 +66,16 @@ class ImpactReport:
         return "more restrictive" if a > b else "more permissive"
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[str, dict | None]]:
+def read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[str, dict | None]]:
     """(reference, raw intake or None if the line is not an acceptable JSON object), streaming.
     Lines are read as strictly as an HTTP body or a batch line (the same limits)."""
-    from service.api.jsonbody import parse_json_bytes
-    from service.api.problems import ApiError
-    from service.config import Settings
-
-    settings = Settings.from_env()
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                value = parse_json_bytes(line, settings.max_body_bytes, settings.max_json_depth)
-            except ApiError:
+                value = read_json(line, limits)
+            except ServiceError:
                 value = None
             yield f"line {number}", value
 

@@ -1,9 +1,12 @@
-"""The decision-log interface. HTTP, CDS Hooks, batch and `rules diff` use only this."""
+"""The store's interfaces, one per domain, and what they exchange. HTTP, CDS Hooks, the pages,
+batch and the CLI code against these protocols only; ``service.store.factory.open_store`` gives
+the implementation for a database URL, and tests/test_store_conformance.py holds every
+implementation to them (method present, signature compatible, behaviour)."""
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, runtime_checkable
 
 from schemas.store import REVIEW_OUTCOMES, REVIEW_STATUSES  # noqa: F401 - part of this interface
 from service import signoff
@@ -76,7 +79,27 @@ class StoredDecision:
         return self.reviews[-1].status
 
 
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key as kept (KeyStore): the token's SHA-256, never the token."""
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    token_sha256: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    # The physician this key signs off as; sign-offs through the API need one (service.auth).
+    physician: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@runtime_checkable
 class DecisionStore(Protocol):
+    """The decision log: decisions, the reviews beside them and CDS Hooks feedback."""
+
     def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None: ...
 
     def get_decision(self, decision_id: str) -> StoredDecision | None: ...
@@ -86,9 +109,14 @@ class DecisionStore(Protocol):
                        since: dt.datetime | None = None, until: dt.datetime | None = None,
                        cursor: str | None = None, limit: int = 50) -> tuple[list[StoredDecision], str | None]: ...
 
+    def count_decisions(self) -> int: ...
+
     def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str, client: str = "",
                    credential: str | None = None, meaning: str | None = None,
-                   overridden_rules: tuple[str, ...] = (), rescreen_decision_id: str | None = None) -> Review: ...
+                   overridden_rules: tuple[str, ...] = (), rescreen_decision_id: str | None = None) -> Review:
+        """Raises DecisionNotFound, or ReviewNotAllowed when the decision asks for no review or the
+        action does not fit it (service.signoff)."""
+        ...
 
     def review_queue(self, *, cursor: str | None = None,
                      limit: int = 50) -> tuple[list[StoredDecision], str | None]:
@@ -103,6 +131,105 @@ class DecisionStore(Protocol):
         """(decision_id, intake) of recorded decisions, oldest first: the corpus for `rules diff`."""
         ...
 
+    def save_feedback(self, entry: dict) -> None:
+        """Append what a clinician did with a CDS Hooks card (``entry["decision_id"]`` is logged)."""
+        ...
+
+    def feedback_for(self, decision_id: str) -> list[dict]: ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the log cannot be reached."""
         ...
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """API keys as kept: the SHA-256 of each token, never the token (service.auth makes and checks them)."""
+
+    def add(self, *, key_id: str, name: str, scopes: tuple[str, ...], token_sha256: str) -> ApiKeyRecord: ...
+
+    def add_if_none(self, *, key_id: str, name: str, scopes: tuple[str, ...],
+                    token_sha256: str) -> ApiKeyRecord | None:
+        """Add only when no key exists at all (first start), atomically across processes."""
+        ...
+
+    def get(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def list(self) -> list[ApiKeyRecord]: ...
+
+    def revoke(self, key_id: str) -> ApiKeyRecord | None:
+        """Idempotent (the first revocation time stays); None if there is no such key."""
+        ...
+
+
+@runtime_checkable
+class CounterStore(Protocol):
+    """Fixed-window request counters shared by every worker and instance (rate limits)."""
+
+    def hit(self, key_id: str, window_start: int) -> int:
+        """Count one request in the window; the count so far, this one included."""
+        ...
+
+
+@runtime_checkable
+class JtiStore(Protocol):
+    """CDS client JWT ids seen, so a token is accepted once across workers."""
+
+    def use_jti_once(self, key: str, expires_at: float, now: float) -> bool:
+        """True the first time ``key`` is presented, False for a replay until it expires."""
+        ...
+
+
+@runtime_checkable
+class SigninFailureLog(Protocol):
+    """Sign-in attempts per user name in a sliding window (service.web.signin), shared by every
+    worker and instance; rows older than the window are deleted."""
+
+    def reserve(self, name_key: str, now: float, window_s: float) -> tuple[int, int, float]:
+        """Count an attempt as failed until released: (its id, attempts in the window, oldest time)."""
+        ...
+
+    def release(self, seq: int) -> None:
+        """The attempt did not fail."""
+        ...
+
+    def count_rows(self) -> int: ...
+
+
+@runtime_checkable
+class WebSessionStore(Protocol):
+    """Sign-ins of the clinician pages, so that signing out ends a session everywhere."""
+
+    def start(self, username: str, lifetime_s: float) -> str:
+        """A new session's id (for the cookie only; only its SHA-256 is kept)."""
+        ...
+
+    def user_of(self, sid: str) -> str | None:
+        """The user of a live session; None when it ended, expired or never existed."""
+        ...
+
+    def end(self, sid: str) -> None: ...
+
+    def end_all_of(self, username: str) -> int: ...
+
+
+@runtime_checkable
+class Store(DecisionStore, JtiStore, Protocol):
+    """Everything the app holds as ``app.extensions["store"]``: the decision log and JWT ids on
+    one database, with its API keys and request counters beside them."""
+
+    keys: KeyStore
+    counters: CounterStore
+    signin_failures: SigninFailureLog
+    web_sessions: WebSessionStore
+
+    @property
+    def backend(self) -> str:
+        """The database's dialect name (sqlite, postgresql)."""
+        ...
+
+    def ensure_schema(self) -> None:
+        """Migrate to head once; raise StoreUnavailable while the database cannot be reached."""
+        ...
+
+    def close(self) -> None: ...

@@ -3,30 +3,14 @@ Token format, hashing and checking live in service.auth."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Callable
 
 from sqlalchemy import Engine, func, insert, select, update
 
+from service.store.base import ApiKeyRecord
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.migrate import locked_transaction
 from service.store.models import api_keys
-
-
-@dataclass(frozen=True)
-class ApiKeyRecord:
-    id: str
-    name: str
-    scopes: tuple[str, ...]
-    token_sha256: str
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
-    # The physician this key signs off as; sign-offs through the API need one (service.auth).
-    physician: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
 
 
 class ApiKeyStore:

@@ -12,7 +12,6 @@ import binascii
 import dataclasses
 import datetime as dt
 import json
-import logging
 import re
 import threading
 import uuid
@@ -27,9 +26,12 @@ from schemas.store import MAX_PAGE
 from service.decision import Decision, jsonable
 from service.store import migrate
 from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, Review,
-                                ReviewNotAllowed, StoredDecision, StoreUnavailable)
+                                ReviewNotAllowed, StoredDecision)
 from service.store.dberrors import unavailable_on_db_errors
 from service.store.keys import ApiKeyStore
+from service.store.signin_failures import SigninFailureStore
+from service.store.web_sessions import WebSessionStore
+from service.store.ratelimits import RateLimitStore
 from service.store.models import cds_feedback, cds_jti, decisions, reviews
 from service import signoff
 
@@ -103,12 +105,16 @@ def _now() -> dt.datetime:
 
 
 class SqlStore:
-    """DecisionStore on a SQLAlchemy engine. Thread-safe; one per process (per app)."""
+    """The Store (service.store.base) on a SQLAlchemy engine. Thread-safe; one per process (per
+    app). Open it with service.store.factory.open_store."""
 
     def __init__(self, url: str, *, migrate_now: bool = True):
         self.url = url
         self.engine = make_engine(url)
         self.keys = ApiKeyStore(self.engine, self.ensure_schema)
+        self.counters = RateLimitStore(self.engine, self.ensure_schema)
+        self.signin_failures = SigninFailureStore(self.engine, self.ensure_schema)
+        self.web_sessions = WebSessionStore(self.engine, self.ensure_schema)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         if migrate_now:
@@ -388,13 +394,3 @@ def decode_queue_cursor(cursor: str) -> tuple[bool, int]:
     except (ValueError, KeyError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError, AttributeError):
         raise ValueError("not a cursor this service issued") from None
 
-
-def open_store(url: str) -> SqlStore:
-    """The app's store. A database that is down at start does not stop the service: it answers
-    503 (and /readyz says why) until the database is back, then migrates and carries on."""
-    store = SqlStore(url, migrate_now=False)
-    try:
-        store.ensure_schema()
-    except StoreUnavailable as exc:
-        logging.getLogger(__name__).warning("decision log unavailable at start (%s); retrying on use", exc)
-    return store

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.store.signin_failures import SigninFailureStore
-from service.store.web_sessions import WebSessionStore
 from service.web import security
 from service.web.settings import WebSettings
 from service.web.signin import SigninGuard
@@ -16,7 +14,7 @@ from service.web.users import UserDirectory, UsersConfigError
 
 
 def init_web(app: Flask, settings: WebSettings | None = None) -> None:
-    settings = settings or WebSettings.from_env()
+    settings = settings or app.extensions["settings"].web
     try:
         users = UserDirectory.from_setting(settings.users)
     except UsersConfigError as exc:
@@ -29,8 +27,8 @@ def init_web(app: Flask, settings: WebSettings | None = None) -> None:
     # Password guessing: failed sign-ins per user name are counted in the shared database (a
     # sliding window), and sessions live there too, so both hold across workers and instances.
     store = app.extensions["store"]
-    app.extensions["signin_guard"] = SigninGuard(SigninFailureStore(store.engine, store.ensure_schema))
-    app.extensions["web_sessions"] = WebSessionStore(store.engine, store.ensure_schema)
+    app.extensions["signin_guard"] = SigninGuard(store.signin_failures)
+    app.extensions["web_sessions"] = store.web_sessions
     security.configure(app, settings, app.extensions["settings"].state_dir)
 
     from service.web.views import bp

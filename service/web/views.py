@@ -16,7 +16,10 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from schemas.rulefile import DECISIONS
 from service import reviewing, signoff
-from service.store.base import REVIEW_STATUSES, DecisionNotFound, DecisionStore, StoredDecision, StoreUnavailable
+from service.errors import RETRY_AFTER_S
+from service.observability.metrics import record_store_failure
+from service.store.base import (REVIEW_STATUSES, DecisionNotFound, DecisionStore,
+                                StoredDecision, StoreUnavailable)
 from service.store.web_sessions import short_ref
 from service.web import labels
 from service.web.security import csrf, physician_required, safe_next, secure_headers
@@ -29,7 +32,6 @@ PUBLIC_ENDPOINTS = {"web.login"}
 QUEUE_PAGE_SIZE = 25
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _DECISION_ID_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
-RETRY_AFTER_SECONDS = 5
 
 
 def _users() -> UserDirectory:
@@ -37,10 +39,7 @@ def _users() -> UserDirectory:
 
 
 def _store() -> DecisionStore:
-    store = current_app.extensions.get("store")
-    if store is None:
-        raise StoreUnavailable("no decision log is configured")
-    return store
+    return current_app.extensions["store"]
 
 
 @bp.before_request
@@ -280,10 +279,12 @@ def _http_error(exc: HTTPException):
 
 @bp.errorhandler(StoreUnavailable)
 def _store_unavailable(exc: StoreUnavailable):
+    # The HTML form of service.http_io's 503: the same Retry-After, the same failure metric.
     log.error("decision log unavailable: %s", type(exc).__name__)
+    record_store_failure(request.endpoint or "unknown")
     body, status = error_page(503, "The decision log cannot be reached right now. Nothing was "
                                    "changed; try again in a few seconds.")
-    return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return body, status, {"Retry-After": str(RETRY_AFTER_S)}
 
 
 @bp.errorhandler(Exception)
