@@ -196,9 +196,10 @@ def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
         for p in all_problems:
             click.echo(str(p), err=False)
         errors = sum(p.level == "error" for p in all_problems)
-        warnings = len(all_problems) - errors
-        click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
-    failing = [p for p in all_problems if p.level == "error" or strict]
+        warnings = sum(p.level == "warning" for p in all_problems)
+        notes = sum(p.level == "note" for p in all_problems)
+        click.echo(f"{errors} error(s), {warnings} warning(s), {notes} note(s)", err=True)
+    failing = [p for p in all_problems if p.level == "error" or (strict and p.level == "warning")]
     raise SystemExit(1 if failing else 0)
 
 

@@ -1,0 +1,78 @@
+"""Completeness: which applicable rules cannot be decided on the data at hand, and what to ask.
+
+The engine decides what fires. A rule that does not fire may still be undecided: its answer
+could change once an absent answer is given. That is three-valued (Kleene) logic over the rule's
+condition in the NNF form the engine compiles (see conditions.KleeneEvaluator), and it is
+derived from the condition itself, not from hand-written lists of required fields.
+
+It is cheap on a complete intake: the plan knows, per pack, every path any rule reads and which
+rules read it; a screening looks up those paths once, and only the rules that read something
+this intake lacks (or use a finding that was left undecided) are evaluated again, in Python.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+from service.policy import conditions as C
+from service.policy.model import OptionalAnswer, RulePack
+
+
+class CompletenessPlan:
+    def __init__(self, pack: RulePack):
+        self.pack = pack
+        self.nnf: dict[str, C.Condition] = {}
+        self.paths: dict[str, frozenset[str]] = {}
+        self.items: dict[str, dict[str, frozenset[str]]] = {}
+        by_path: dict[str, set[str]] = {}
+        by_item: dict[tuple[str, str], set[str]] = {}
+        for rule in pack.rules:
+            paths, items = C.reads(rule.when)
+            self.nnf[rule.id] = C.to_nnf(rule.when)
+            self.paths[rule.id] = paths
+            self.items[rule.id] = items
+            for p in paths:
+                by_path.setdefault(p, set()).add(rule.id)
+            for array, names in items.items():
+                for name in names:
+                    by_item.setdefault((array, name), set()).add(rule.id)
+        self.by_path = {p: frozenset(ids) for p, ids in by_path.items()}
+        self.by_item = {k: frozenset(ids) for k, ids in by_item.items()}
+        self.item_fields: dict[str, tuple[str, ...]] = {}
+        for (array, name) in by_item:
+            self.item_fields.setdefault(array, ())
+            self.item_fields[array] += (name,)
+        self.optional: dict[str, OptionalAnswer] = {o.path: o for o in pack.optional}
+
+    @cached_property
+    def _paths(self) -> tuple[str, ...]:
+        return tuple(sorted(self.by_path))
+
+    def absent(self, intake: dict) -> tuple[set[str], set[tuple[str, str]]]:
+        """Paths some rule reads that this intake lacks; and (list, item field) pairs where an
+        item of that list lacks a field some rule reads."""
+        paths = {p for p in self._paths if C.lookup(intake, p) is C.MISSING}
+        items: set[tuple[str, str]] = set()
+        for array, names in self.item_fields.items():
+            values = C.lookup(intake, array)
+            if not isinstance(values, list):
+                continue
+            for item in values:
+                for name in names:
+                    if C.lookup(item, name) is C.MISSING:
+                        items.add((array, name))
+        return paths, items
+
+    def suspects(self, absent_paths: set[str], absent_items: set[tuple[str, str]]) -> set[str]:
+        """Rules that read something absent: the only ones whose answer may be undecided."""
+        out: set[str] = set()
+        for p in absent_paths:
+            out |= self.by_path[p]
+        for key in absent_items:
+            out |= self.by_item[key]
+        return out
+
+    def assumed(self, rule_id: str, absent_paths: set[str]) -> list[OptionalAnswer]:
+        """Declared optional answers this rule reads and the intake lacks."""
+        if not self.optional:
+            return []
+        return [o for p, o in self.optional.items() if p in absent_paths and p in self.paths[rule_id]]
