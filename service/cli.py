@@ -253,6 +253,30 @@ def rules_show(as_json: bool, rules_dir: Path | None) -> None:
         click.echo(f"  {r['rule_id']:<40} {kind:<28} {r['citation']}")
 
 
+@rules.command("basis")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write here (default: print). The shipped pack's file is docs/clinical-basis.md.")
+@click.option("--check", is_flag=True, help="Exit 1 if --output is not what the pack generates.")
+@rules_option
+def rules_basis(output: Path | None, check: bool, rules_dir: Path | None) -> None:
+    """The clinical basis of every rule (rule, source, section, label/guideline/software default)."""
+    from service.policy.basis import render
+
+    text = render(_load(rules_dir).pack)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != text:
+            click.echo(f"{output} is out of date: run `screening rules basis -o {output}`", err=True)
+            raise SystemExit(1)
+        click.echo(f"{output} is up to date", err=True)
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
 @rules.command("diff")
 @click.option("--candidate", "candidate_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="The candidate pack directory.")
