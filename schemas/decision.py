@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 from schemas.rulefile import DECISIONS, EFFECTS, PRIORITIES, SEVERITIES
 
 
-class SourceSchema(Schema):
+class ReasonSourceSchema(Schema):
     code = fields.String(allow_none=True, metadata={"example": "SPR"})
     kind = fields.String(allow_none=True, metadata={
         "description": "label, guideline, consensus, trial, programme, or software default (this pack's choice)."})
@@ -29,7 +29,7 @@ class ReasonSchema(Schema):
                                      "example": {"psychiatric_history.psychosis": "active"}})
     citation = fields.String(required=True)
     findings = fields.List(fields.String(), metadata={"description": "Derived findings the rule used."})
-    sources = fields.List(fields.Nested(SourceSchema),
+    sources = fields.List(fields.Nested(ReasonSourceSchema),
                           metadata={"description": "The citation with each source spelled out."})
 
 
@@ -38,7 +38,7 @@ class AssumptionSchema(Schema):
     means = fields.String(required=True, metadata={"description": "What the absence is taken to mean."})
     reason = fields.String(required=True)
     citation = fields.String(required=True)
-    sources = fields.List(fields.Nested(SourceSchema))
+    sources = fields.List(fields.Nested(ReasonSourceSchema))
 
 
 class FindingSchema(Schema):
