@@ -21,6 +21,7 @@ import datetime as dt
 import itertools
 
 import pytest
+from hypothesis import given, settings
 
 from schemas.intake import INDICATIONS, ROUTES, FieldInfo, catalogue
 from service.decision import ELIGIBLE, INCOMPLETE, INELIGIBLE, Decision
@@ -30,6 +31,7 @@ from service.policy.loader import load_pack
 from service.ruleset import default_rules_path
 from service.screening import screen
 from tests.conftest import AS_OF, validated
+from tests.strategies import intakes
 
 FIELDS = catalogue()
 PACK = load_pack(default_rules_path())
@@ -195,3 +197,17 @@ def test_which_answers_a_clean_intake_may_omit_is_a_short_stated_list(ruleset):
             if key(decide(ruleset, raw)) == (ELIGIBLE, (), False):
                 omissible.add(shown)
     assert omissible == NOT_NEEDED_IN_CLEAN_INTAKES
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=intakes())
+def test_the_plan_finds_exactly_the_absent_answers_a_rule_reads(ruleset, raw):
+    """The one walk of the intake that screening does (service/policy/completeness.py) agrees
+    with a lookup of every path."""
+    plan = ruleset.completeness
+    paths, items = plan.absent(raw)
+    assert paths == {p for p in plan.by_path if C.lookup(raw, p) is C.MISSING}
+    want = {(array, name) for array, names in plan.item_fields.items()
+            for item in (C.lookup(raw, array) if isinstance(C.lookup(raw, array), list) else [])
+            for name in names if C.lookup(item, name) is C.MISSING}
+    assert items == want

@@ -44,13 +44,23 @@ class CompletenessPlan:
         self.optional: dict[str, OptionalAnswer] = {o.path: o for o in pack.optional}
 
     @cached_property
-    def _paths(self) -> tuple[str, ...]:
-        return tuple(sorted(self.by_path))
+    def _tree(self) -> dict:
+        """The paths some rule reads, as a tree of their parts: one walk of the intake finds
+        every absent one (a dotted lookup per path was a third of a screening)."""
+        tree: dict = {}
+        for path in self.by_path:
+            node = tree
+            parts = path.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {}).setdefault(None, {})
+            node.setdefault(parts[-1], {})[""] = path
+        return tree
 
     def absent(self, intake: dict) -> tuple[set[str], set[tuple[str, str]]]:
         """Paths some rule reads that this intake lacks; and (list, item field) pairs where an
         item of that list lacks a field some rule reads."""
-        paths = {p for p in self._paths if C.lookup(intake, p) is C.MISSING}
+        paths: set[str] = set()
+        _walk(self._tree, intake, paths)
         items: set[tuple[str, str]] = set()
         for array, names in self.item_fields.items():
             values = C.lookup(intake, array)
@@ -58,7 +68,7 @@ class CompletenessPlan:
                 continue
             for item in values:
                 for name in names:
-                    if C.lookup(item, name) is C.MISSING:
+                    if not isinstance(item, dict) or item.get(name) is None:
                         items.add((array, name))
         return paths, items
 
@@ -76,3 +86,22 @@ class CompletenessPlan:
         if not self.optional:
             return []
         return [o for p, o in self.optional.items() if p in absent_paths and p in self.paths[rule_id]]
+
+
+def _walk(tree: dict, data, out: set[str]) -> None:
+    """Add to ``out`` every path of ``tree`` that is absent or null in ``data``."""
+    for part, node in tree.items():
+        value = data.get(part) if isinstance(data, dict) else None
+        if value is None:
+            _all(node, out)
+            continue
+        children = node.get(None)
+        if children:
+            _walk(children, value, out)
+
+
+def _all(node: dict, out: set[str]) -> None:
+    if "" in node:
+        out.add(node[""])
+    for child in (node.get(None) or {}).values():
+        _all(child, out)
