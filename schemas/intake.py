@@ -30,7 +30,10 @@ SUBSTANCES = (
 MEDICATION_CLASSES = (
     "ssri", "snri", "tricyclic", "maoi", "antipsychotic", "mood_stabilizer",
     "benzodiazepine", "opioid", "stimulant", "theophylline", "sedative", "other",
+    # an oral antidepressant of no class above (bupropion, mirtazapine, vortioxetine, trazodone)
+    "other_antidepressant",
 )
+SETTINGS = ("inpatient", "outpatient")
 SEX_AT_BIRTH = ("female", "male", "intersex", "unknown")
 HEPATIC_IMPAIRMENT = ("none", "mild", "moderate", "severe")
 KETAMINE_ADVERSE_EVENTS = ("severe_blood_pressure_rise", "psychosis", "cystitis", "liver_injury")
@@ -81,6 +84,8 @@ class TreatmentSchema(StrictSchema):
     rems_enrolled = _opt_bool()
     observation_2h_arranged = _opt_bool()
     transport_home_arranged = _opt_bool()
+    # Where the dose is given: the esketamine REMS enrols patients of outpatient settings only.
+    setting = _opt_enum(SETTINGS)
 
 
 class PatientSchema(StrictSchema):
@@ -129,6 +134,8 @@ class PsychiatricHistorySchema(StrictSchema, NotInFutureMixin):
     current_mania = _opt_bool()
     suicidal_ideation = _opt_enum(SUICIDAL_IDEATION)
     suicidal_plan_or_intent = _opt_bool()
+    # Ever attempted suicide: false answers "when was the last attempt" (there was none).
+    prior_suicide_attempt = _opt_bool()
     last_suicide_attempt = fields.Date(allow_none=True)
 
     @validates("last_suicide_attempt")
@@ -159,6 +166,11 @@ class MedicalHistorySchema(StrictSchema):
     recent_cardiac_event = _opt_bool()
     cerebrovascular_history = _opt_bool()
     hepatic_impairment = _opt_enum(HEPATIC_IMPAIRMENT)
+    uncontrolled_hyperthyroidism = _opt_bool()
+    seizure_disorder = _opt_bool()
+    sleep_apnea = _opt_bool()
+    # COPD or another chronic lung disease that impairs breathing
+    chronic_respiratory_disease = _opt_bool()
 
 
 def _unicode_text(value: str) -> None:
@@ -184,6 +196,8 @@ class AllergiesSchema(StrictSchema):
 
 
 class PriorKetamineSchema(StrictSchema):
+    # Ever treated with ketamine or esketamine: false answers "which adverse events" (none).
+    previously_treated = _opt_bool()
     adverse_events = fields.List(
         fields.String(validate=validate.OneOf(KETAMINE_ADVERSE_EVENTS)),
         allow_none=True,

@@ -63,11 +63,37 @@ class TestDefaultsSchema(_Strict):
     as_of = fields.AwareDateTime(format="iso")
 
 
+CITATION_CODE = validate.Regexp(r"^[A-Z][A-Z0-9_-]{0,31}$", error="must be an upper-case code such as SPR")
+SOURCE_KINDS = ("label", "guideline", "consensus", "trial", "programme")
+
+
+class CitationSourceSchema(_Strict):
+    """One source a rule may cite by its code: the full reference, where to read it, when it
+    was last checked against the rules that cite it."""
+    reference = fields.String(required=True, validate=validate.Length(1, 1000))
+    kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
+    url = fields.Url(required=True, schemes={"http", "https"})
+    version = fields.String(validate=validate.Length(1, 300))
+    checked = fields.Date(required=True)
+
+
+class OptionalAnswerSchema(_Strict):
+    """A field whose absence the pack deliberately lets a rule test with ``exists: false``:
+    what the absence is taken to mean, why, and the source. A decision that relies on it says so."""
+    path = fields.String(required=True, validate=validate.Length(1, 200))
+    means = fields.String(required=True, validate=validate.Length(1, 500))
+    reason = fields.String(required=True, validate=validate.Length(1, 1000))
+    citation = fields.String(required=True, validate=validate.Length(1, 1000))
+
+
 class PackSchema(_Strict):
     name = fields.String(required=True, validate=FullMatch(r"^[a-z][a-z0-9-]{0,79}$", error="must be lower-case letters, digits and -"))
     version = fields.String(required=True, validate=validate.Length(1, 64))
     description = fields.String(validate=validate.Length(max=4000))
     test_defaults = fields.Nested(TestDefaultsSchema, load_default=dict)
+    citations = fields.Dict(keys=fields.String(validate=CITATION_CODE), values=fields.Nested(CitationSourceSchema),
+                            load_default=dict)
+    optional = fields.List(fields.Nested(OptionalAnswerSchema), load_default=list)
 
 
 class FixturesFileSchema(_Strict):

@@ -158,9 +158,10 @@ def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
         for p in all_problems:
             click.echo(str(p), err=False)
         errors = sum(p.level == "error" for p in all_problems)
-        warnings = len(all_problems) - errors
-        click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
-    failing = [p for p in all_problems if p.level == "error" or strict]
+        warnings = sum(p.level == "warning" for p in all_problems)
+        notes = sum(p.level == "note" for p in all_problems)
+        click.echo(f"{errors} error(s), {warnings} warning(s), {notes} note(s)", err=True)
+    failing = [p for p in all_problems if p.level == "error" or (strict and p.level == "warning")]
     raise SystemExit(1 if failing else 0)
 
 
@@ -212,6 +213,30 @@ def rules_show(as_json: bool, rules_dir: Path | None) -> None:
     for r in info["rules"]:
         kind = r["effect"] or f"finding:{r['concludes']}"
         click.echo(f"  {r['rule_id']:<40} {kind:<28} {r['citation']}")
+
+
+@rules.command("basis")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write here (default: print). The shipped pack's file is docs/clinical-basis.md.")
+@click.option("--check", is_flag=True, help="Exit 1 if --output is not what the pack generates.")
+@rules_option
+def rules_basis(output: Path | None, check: bool, rules_dir: Path | None) -> None:
+    """The clinical basis of every rule (rule, source, section, label/guideline/software default)."""
+    from service.policy.basis import render
+
+    text = render(_load(rules_dir).pack)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != text:
+            click.echo(f"{output} is out of date: run `screening rules basis -o {output}`", err=True)
+            raise SystemExit(1)
+        click.echo(f"{output} is up to date", err=True)
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
 
 
 @rules.command("diff")

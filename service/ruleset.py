@@ -8,6 +8,8 @@ from pathlib import Path
 
 from service.engine import CompiledRules, compile_rules
 from service.engine.base import layers
+from service.policy.citations import expand
+from service.policy.completeness import CompletenessPlan
 from service.policy.loader import load_pack
 from service.policy.model import Rule, RulePack
 
@@ -21,6 +23,20 @@ class Ruleset:
     @property
     def summary(self) -> dict[str, str]:
         return self.pack.summary()
+
+    @cached_property
+    def completeness(self) -> CompletenessPlan:
+        """What each rule reads, for the three-valued pass of a screening."""
+        return CompletenessPlan(self.pack)
+
+    @cached_property
+    def sources(self) -> dict[str, list[dict]]:
+        """rule id -> its citation with every source spelled out (the pack's registry)."""
+        return {r.id: expand(r.citation, self.pack.citations) for r in self.pack.rules}
+
+    @cached_property
+    def optional_sources(self) -> dict[str, list[dict]]:
+        return {o.path: expand(o.citation, self.pack.citations) for o in self.pack.optional}
 
     @cached_property
     def evaluation_order(self) -> tuple[Rule, ...]:

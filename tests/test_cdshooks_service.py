@@ -188,7 +188,7 @@ def test_esketamine_order_is_screened_as_the_nasal_spray_with_rems_from_the_ques
     prefetch, _ = situation("clean")
     qr = questionnaire_response({"psychiatric_history.suicidal_ideation": "none", "patient.breastfeeding": False,
                                  "treatment.rems_enrolled": True, "treatment.observation_2h_arranged": True,
-                                 "treatment.transport_home_arranged": False}, now())
+                                 "treatment.transport_home_arranged": False, "treatment.setting": "outpatient"}, now())
     prefetch["intakeQuestionnaire"] = searchset(qr)
     [card] = cds.post(SIGN, hook_request("order-sign", [ketamine_order(drug="esketamine")], prefetch)).get_json()["cards"]
     decision = _decision_of(card)

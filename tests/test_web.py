@@ -159,8 +159,14 @@ def test_decision_page_shows_outcome_reasons_evidence_and_citations(https_client
     assert len(decision["reasons"]) >= 3
     for reason in decision["reasons"]:
         assert reason["message"] in text
-        assert reason["citation"] in text
         assert reason["rule_id"] in text
+        # Citations spelled out: the full reference, linked, with the section it rests on.
+        for source in reason["sources"]:
+            if source["reference"] and source["kind"] != "software default":
+                assert source["reference"] in text and f'href="{source["url"]}"' in text
+            if source["section"]:
+                assert source["section"] in text
+    assert "CIII. Full Prescribing Information" in text and "Software default" in text
     # Evidence as readable labels and values with units, next to the path.
     assert "Vital signs › Systolic blood pressure" in text and "192 mmHg" in text
     assert "Psychiatric history › Psychosis" in text
@@ -176,6 +182,21 @@ def test_decision_page_shows_outcome_reasons_evidence_and_citations(https_client
     # A clinician reads; only physicians get the form.
     assert "Only a physician can sign off" in text
     assert 'name="action"' not in text
+
+
+def test_decision_page_states_the_assumptions_a_clinician_confirms(app, https_client):
+    raw = with_subject(example("eligible-iv"), unique_subject())
+    del raw["medical_history"]["hepatic_impairment"]  # pack.yaml declares this absence (optional)
+    raw["medical_history"]["severe_hepatic_impairment"] = True
+    response = https_client.post("/v1/screenings", json=raw, headers={"Authorization": f"Bearer {intake_key(app)}"})
+    decision = response.get_json()
+    assert decision["decision"] == "ineligible" and decision["physician_review_required"]
+    assert [a["path"] for a in decision["assumptions"]] == ["medical_history.hepatic_impairment"]
+    sign_in(https_client, "nurse.bo")
+    text = page(https_client, f"/decisions/{decision['decision_id']}")
+    assert "Assumptions to confirm" in text
+    assert '<code class="path">medical_history.hepatic_impairment</code> was not given' in text
+    assert decision["assumptions"][0]["means"] in text
 
 
 def test_incomplete_decision_lists_the_missing_data(https_client, screened):

@@ -392,3 +392,129 @@ class Evaluator:
             return [x for p in held for x in p]
         trace: list[LeafResult] = []
         return trace if self._leaf(cond, scope, prefix, trace) else None
+
+
+# --- three-valued (Kleene) evaluation: is a rule decided on the data at hand? ---------------
+#
+# The engine reads a leaf on an absent field as false. That is the right answer for "did the
+# rule fire" on an NNF tree (a fired rule never depends on an absent value, since no leaf on an
+# absent value holds), but it cannot tell "did not fire" from "could not be decided". Kleene
+# logic can: a leaf on an absent field is UNKNOWN (``exists`` excepted: whether a field was
+# given is always known), an undecided finding is UNKNOWN, and all/any combine as min/max of
+# F < U < T. TRUE means fired whatever the absent values are, FALSE means not fired whatever
+# they are, UNKNOWN means the answer depends on them: the decision is incomplete, and the
+# unknown leaves that the answer hinges on are the questions to ask.
+
+FALSE, UNKNOWN, TRUE = 0, 1, 2
+
+
+@dataclass
+class Kleene:
+    """The three-valued outcome of a condition and the absent paths that left it UNKNOWN
+    (item fields as ``substance_use[0].status``; findings by name in ``findings``)."""
+
+    value: int
+    missing: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+
+class KleeneEvaluator:
+    """Evaluates NNF conditions in three values. ``unknown_findings`` are findings whose
+    concluding rule was itself undecided; every other finding is concluded or not."""
+
+    def __init__(self, intake: dict, as_of: dt.datetime, findings: set[str], unknown_findings: set[str]):
+        self.intake = intake
+        self.as_of = as_of
+        self.findings = findings
+        self.unknown_findings = unknown_findings
+
+    def evaluate(self, nnf: Condition) -> Kleene:
+        out = Kleene(FALSE)
+        out.value = self._eval(nnf, self.intake, "", out)
+        if out.value != UNKNOWN:
+            out.missing, out.findings = [], []
+        return out
+
+    def _eval(self, cond: Condition, scope: Any, prefix: str, out: Kleene) -> int:
+        # Collect missing paths only from the branches whose value is UNKNOWN: a FALSE conjunct
+        # or a TRUE disjunct decides its node, and then nothing below it needs asking.
+        if isinstance(cond, (AllOf, AnyOf)):
+            results = []
+            for item in cond.items:
+                sub = Kleene(FALSE)
+                results.append((self._eval(item, scope, prefix, sub), sub))
+            values = [v for v, _ in results]
+            value = min(values) if isinstance(cond, AllOf) else max(values)
+            if value == UNKNOWN:
+                for v, sub in results:
+                    if v == UNKNOWN:
+                        _merge(out, sub)
+            return value
+        if isinstance(cond, Not):  # never in NNF; kept total for safety
+            return self._eval(to_nnf(cond.item, True), scope, prefix, out)
+        if isinstance(cond, Finding):
+            if cond.name in self.unknown_findings:
+                if cond.name not in out.findings:
+                    out.findings.append(cond.name)
+                return UNKNOWN
+            return TRUE if (cond.name in self.findings) != cond.negated else FALSE
+        return self._leaf(cond, scope, prefix, out)
+
+    def _leaf(self, leaf: Leaf, scope: Any, prefix: str, out: Kleene) -> int:
+        value = lookup(scope, leaf.path)
+        full = prefix + leaf.path
+        if leaf.op == "exists":
+            return TRUE if (value is not MISSING) == leaf.operand else FALSE
+        if value is MISSING:
+            if full not in out.missing:
+                out.missing.append(full)
+            return UNKNOWN
+        if leaf.op in ("any_item", "all_items"):
+            if not isinstance(value, list):
+                return FALSE
+            results = []
+            for i, item in enumerate(value):
+                sub = Kleene(FALSE)
+                results.append((self._eval(leaf.operand, item, f"{full}[{i}].", sub), sub))
+            if leaf.op == "any_item":
+                result = max((v for v, _ in results), default=FALSE)
+            else:
+                result = min((v for v, _ in results), default=TRUE)
+            if result == UNKNOWN:
+                for v, sub in results:
+                    if v == UNKNOWN:
+                        _merge(out, sub)
+            return result
+        if leaf.op in DATE_OPS:
+            days, months = age(value, self.as_of)
+            amount = days if leaf.op.endswith("_days") else months
+            held = amount <= leaf.operand if leaf.op.startswith("within") else amount > leaf.operand
+            return TRUE if held else FALSE
+        return TRUE if _compare(leaf.op, value, leaf.operand) else FALSE
+
+
+def _merge(out: Kleene, sub: Kleene) -> None:
+    out.missing.extend(p for p in sub.missing if p not in out.missing)
+    out.findings.extend(f for f in sub.findings if f not in out.findings)
+
+
+def reads(cond: Condition) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """What a condition reads: intake paths outside lists, and for each list it looks into
+    with any_item, the item fields it reads there. Screening uses it to find, cheaply, the
+    rules that read something this intake lacks."""
+    paths: set[str] = set()
+    items: dict[str, set[str]] = {}
+
+    def visit(c: Condition) -> None:
+        if isinstance(c, (AllOf, AnyOf)):
+            for i in c.items:
+                visit(i)
+        elif isinstance(c, Not):
+            visit(c.item)
+        elif isinstance(c, Leaf):
+            paths.add(c.path)
+            if c.op in ("any_item", "all_items"):
+                items.setdefault(c.path, set()).update(p.split(".")[0] for p in fields_read(c.operand))
+
+    visit(cond)
+    return frozenset(paths), {k: frozenset(v) for k, v in items.items()}

@@ -18,7 +18,7 @@ from schemas.intake import INDICATIONS, ROUTES
 from schemas.rulefile import (FixturesFileSchema, PackSchema, RuleFileSchema, RuleSchema, TestCaseSchema,
                               TestFileSchema)
 from service.policy import conditions, yamlsrc
-from service.policy.model import Location, Rule, RulePack, TestCase
+from service.policy.model import Location, OptionalAnswer, Rule, RulePack, TestCase
 from service.policy.problems import Problem, RulePackError
 
 PACK_FILE = "pack.yaml"
@@ -72,7 +72,7 @@ def read_pack(root: Path | str) -> tuple[RulePack | None, list[Problem]]:
     if not root.is_dir():
         col.problems.append(Problem(Location(str(root)), "not a rule pack directory", code="io"))
         return None, col.problems
-    meta = _read_meta(root / PACK_FILE, col)
+    meta, meta_positions = _read_meta(root / PACK_FILE, col)
     rules: list[Rule] = []
     rule_files, test_files = pack_files(root)
     if not rule_files:
@@ -89,6 +89,11 @@ def read_pack(root: Path | str) -> tuple[RulePack | None, list[Problem]]:
         name=meta["name"], version=meta["version"], description=meta.get("description", ""),
         rules=tuple(rules), source=str(root), fixtures=fixtures, tests=tests,
         test_as_of=meta.get("test_defaults", {}).get("as_of"),
+        citations={code: _jsonable(source) for code, source in meta["citations"].items()},
+        optional=tuple(
+            OptionalAnswer(o["path"], o["means"], o["reason"], o["citation"],
+                           Location(col.rel(root / PACK_FILE), *yamlsrc.position(meta_positions, ("optional", i))))
+            for i, o in enumerate(meta["optional"])),
     )
     return pack, col.problems
 
@@ -105,19 +110,19 @@ def load_pack(root: Path | str) -> RulePack:
     return pack
 
 
-def _read_meta(path: Path, col: _Collector) -> dict | None:
+def _read_meta(path: Path, col: _Collector) -> tuple[dict | None, yamlsrc.Positions]:
     if not path.exists():
         col.problems.append(Problem(Location(col.rel(path)), "missing pack.yaml (name and version of the pack)", code="io"))
-        return None
+        return None, {}
     loaded = col.read(path)
     if loaded is None:
-        return None
+        return None, {}
     data, positions = loaded
     try:
-        return PackSchema().load(data if isinstance(data, dict) else {"_": data})
+        return PackSchema().load(data if isinstance(data, dict) else {"_": data}), positions
     except ValidationError as exc:
         col.schema_errors(path, positions, (), exc.messages)
-        return None
+        return None, positions
 
 
 def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:

@@ -71,6 +71,20 @@ class TestCase:
     as_of: dt.datetime | None = None
 
 
+@dataclass(frozen=True)
+class OptionalAnswer:
+    """A field the pack lets be absent where a rule tests ``exists: false`` on it (see
+    schemas.rulefile.OptionalAnswerSchema). A decision that relies on the absence states it."""
+    path: str
+    means: str
+    reason: str
+    citation: str
+    location: Location | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "means": self.means, "reason": self.reason, "citation": self.citation}
+
+
 @dataclass
 class RulePack:
     name: str
@@ -81,11 +95,14 @@ class RulePack:
     fixtures: dict[str, Any] = field(default_factory=dict)
     tests: list[TestCase] = field(default_factory=list)
     test_as_of: dt.datetime | None = None
+    # code -> the source it stands for (schemas.rulefile.CitationSourceSchema, loaded)
+    citations: dict[str, dict] = field(default_factory=dict)
+    optional: tuple[OptionalAnswer, ...] = ()
     digest: str = ""
 
     def __post_init__(self) -> None:
         if not self.digest:
-            self.digest = compute_digest(self.name, self.rules)
+            self.digest = compute_digest(self.name, self.rules, self.citations, self.optional)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -106,10 +123,17 @@ class RulePack:
         return {"name": self.name, "version": self.version, "digest": self.digest}
 
 
-def compute_digest(name: str, rules: tuple[Rule, ...]) -> str:
-    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it."""
+def compute_digest(name: str, rules: tuple[Rule, ...], citations: dict | None = None,
+                   optional: tuple[OptionalAnswer, ...] = ()) -> str:
+    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it.
+    The citation registry and the optional answers are part of it: both change decisions."""
+    doc: dict[str, Any] = {"name": name, "rules": [r.canonical for r in rules]}
+    if citations:
+        doc["citations"] = citations
+    if optional:
+        doc["optional"] = [o.to_dict() for o in optional]
     body = json.dumps(
-        {"name": name, "rules": [r.canonical for r in rules]},
+        doc,
         sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
     )
     return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
