@@ -119,5 +119,5 @@ class FeedbackRequestSchema(OpenSchema):
 
 class FeedbackRecordedSchema(Schema):
     recorded = fields.Integer(required=True)
-    unknown_cards = fields.List(fields.String(), required=True,
-                                metadata={"description": "Card uuids no decision in the log has."})
+    unknown_cards = fields.List(fields.String(), metadata={
+        "description": "Card uuids no decision issued to this client has (absent when there are none)."})

@@ -7,6 +7,7 @@ decision as POST /v1/screenings, stored in the same decision log.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,17 +20,20 @@ from schemas.errors import dotted, flatten_messages
 from schemas.intake import IntakeSchema
 from service.api.jsonbody import parse_json_object
 from service.api.problems import ApiError
-from service.cdshooks.cards import decision_card, unscreenable_card
+from service.cdshooks.cards import decision_card, prune_empty, unidentified_orders_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
                                          parse_draft_orders)
+from service.cdshooks.fhirjson import Node, rtype
 from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
-from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
+from service.cdshooks.mapping import (DraftOrder, Mapping, default_mapping, find_ketamine_orders, map_to_intake,
+                                      subject_reference, unnamed_orders)
 from service.decision import jsonable
 from service.screening import screen
 from service.store.base import StoreUnavailable
 
 bp = Blueprint("cds_hooks", __name__)
+log = logging.getLogger(__name__)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cds-hooks"'}
 _FEEDBACK_OUTCOMES = ("accepted", "overridden")
@@ -101,7 +105,7 @@ def _larger_bodies() -> None:
 @_cors
 def discovery():
     _authenticate()
-    return jsonify(discovery_document())
+    return jsonify(prune_empty(discovery_document()))
 
 
 @bp.route("/cds-services/<service_id>", methods=["POST"])
@@ -114,13 +118,18 @@ def call_service(service_id: str):
     body = _read_body()
     context = _check_request(body, service.hook)
     state = _state()
+    warnings: list[str] = []
+    label = f"Ketamine screening rules v{current_app.extensions['rulesets'].current.summary.get('version', '')}"
     try:
-        drafts = parse_draft_orders(context)
+        drafts, index = parse_draft_orders(context, warnings)
         candidates = _selected(drafts, context) if service.hook == "order-select" else drafts
-        orders = find_ketamine_orders(candidates, state.mapping)
+        orders = find_ketamine_orders(candidates, state.mapping, index)
         if not orders:
-            return jsonify({"cards": []})
-        data = gather(body, state.fetch)
+            unnamed = unnamed_orders(candidates, index)
+            _log_warnings(body, warnings)
+            return _cards([unidentified_orders_card(unnamed, label=label)] if unnamed else [])
+        _check_orders(orders, context, drafts)
+        data = gather(body, state.fetch, warnings)
     except MalformedFhir as exc:
         raise ApiError(400, f"Not valid FHIR at {exc.path}: {exc.message}",
                        [{"path": exc.path, "message": exc.message}], code="invalid_fhir") from None
@@ -129,8 +138,9 @@ def call_service(service_id: str):
                             "or the FHIR server: " + ", ".join(exc.keys) + ".",
                        [{"path": f"prefetch.{k}", "message": exc.reasons.get(k, "unavailable")} for k in exc.keys],
                        code="precondition_failed") from None
+    _log_warnings(body, warnings)
 
-    record = build_record(data, drafts, {id(o.resource) for o in orders})
+    record = build_record(data, drafts, {id(o.resource) for o in orders}, index, warnings)
     ruleset = current_app.extensions["rulesets"].current
     subject = subject_reference(str(claims["iss"]), str(context["patientId"]))
     cards = []
@@ -143,14 +153,42 @@ def call_service(service_id: str):
             intake = IntakeSchema().load(jsonable(mapped.raw))
         except ValidationError as exc:
             problems = [{"path": dotted(p), "message": m} for p, m in flatten_messages(exc.messages)]
-            cards.append(unscreenable_card(problems, route=order.route,
-                                           label=f"Ketamine screening rules v{ruleset.summary.get('version', '')}"))
+            cards.append(unscreenable_card(problems, route=order.route, label=label))
             continue
         decision = screen(intake, ruleset, as_of=now)
         url = _store(decision, intake, str(claims["iss"]))
         cards.append(decision_card(decision, route=order.route, sources=mapped.sources, notes=mapped.notes,
-                                   decision_url=url))
-    return jsonify({"cards": cards})
+                                   decision_url=url, assumptions=mapped.assumptions, warnings=mapped.warnings))
+    return _cards(cards)
+
+
+def _cards(cards: list[dict]) -> Any:
+    # `cards` is required, and empty when there is nothing to say; nothing inside a card is empty.
+    return jsonify({"cards": [prune_empty(c) for c in cards]})
+
+
+def _log_warnings(body: dict, warnings: list[str]) -> None:
+    for warning in warnings:
+        log.warning("cds-hooks %s: %s", body.get("hookInstance"), warning)
+
+
+def _check_orders(orders: list[DraftOrder], context: dict, drafts: list[Node]) -> None:
+    """The ketamine orders themselves must be readable: the only FHIR problems that refuse a call."""
+    for order in orders:
+        position = next((i for i, r in enumerate(drafts) if r is order.resource), 0)
+        path = f"context.draftOrders.entry.{position}.resource"
+        resource = order.resource
+        if not isinstance(resource.status, str):
+            raise MalformedFhir(f"{path}.status", "the ketamine order has no status")
+        subject = resource.subject if isinstance(resource.subject, Node) else resource.patient
+        reference = subject.reference if isinstance(subject, Node) else None
+        if isinstance(reference, str) and reference.split("/")[-1] != str(context.get("patientId")):
+            raise MalformedFhir(f"{path}.subject.reference",
+                                "the ketamine order is for another patient than context.patientId")
+        for key in ("reasonCode", "reasonReference"):
+            value = resource.raw().get(key)
+            if value is not None and not isinstance(value, (list, dict)):
+                raise MalformedFhir(f"{path}.{key}", "must be a list of CodeableConcepts / References")
 
 
 @bp.route("/cds-services/<service_id>/feedback", methods=["POST"])
@@ -170,24 +208,28 @@ def feedback(service_id: str):
     if errors:
         raise ApiError(422, "The feedback is not valid.", errors)
     recorded = [record_feedback(service_id, str(claims["iss"]), item) for item in items]
-    return jsonify({"recorded": len(recorded),
-                    "unknown_cards": [r["card"] for r in recorded if r["decision_found"] is False]})
+    return jsonify(prune_empty({"recorded": len(recorded),
+                                "unknown_cards": [r["card"] for r in recorded if r["decision_found"] is False]}))
 
 
 def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     """Record one feedback item against the decision its card was made from (card uuid = decision
-    id), in the decision log. Feedback on a card the log does not know is reported back to the
-    caller and kept in memory only (there is no decision to attach it to)."""
+    id), in the decision log. Feedback on a card the log does not know, or on a card issued to
+    another CDS client (the decision's client is bound to the JWT issuer it was issued to), is
+    reported back as unknown and never attached to that decision: one EHR cannot record an
+    outcome on another's screening, nor learn that it exists."""
     store = current_app.extensions.get("store")
     found = None
+    client = f"cds-hooks:{issuer}"
     if store is not None:
         try:
-            found = store.get_decision(item["card"]) is not None
+            stored = store.get_decision(item["card"])
         except StoreUnavailable:
             raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+        found = stored is not None and getattr(stored, "client", client) == client
     entry = {
         "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
-        "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
+        "client": client, "outcome": item["outcome"],
         "override_reason": (item.get("overrideReason") or {}).get("reason"),
         "user_comment": (item.get("overrideReason") or {}).get("userComment"),
         "accepted_suggestions": [s.get("id") for s in item.get("acceptedSuggestions") or []],
@@ -212,11 +254,17 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
     if item.get("outcome") not in _FEEDBACK_OUTCOMES:
         errors.append({"path": f"{path}.outcome", "message": "must be 'accepted' or 'overridden'"})
     stamp = item.get("outcomeTimestamp")
-    try:
-        if not isinstance(stamp, str) or dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).tzinfo is None:
+    try:  # the spec: "ISO8601 representation of the date and time in Coordinated Universal Time (UTC)"
+        parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if isinstance(stamp, str) else None
+        if parsed is None or parsed.utcoffset() != dt.timedelta(0) or "T" not in stamp:
             raise ValueError
     except ValueError:
-        errors.append({"path": f"{path}.outcomeTimestamp", "message": "must be an RFC 3339 date-time in UTC"})
+        errors.append({"path": f"{path}.outcomeTimestamp", "message": "must be a date-time in UTC (Z or +00:00)"})
+    if item.get("outcome") == "accepted" and not item.get("acceptedSuggestions"):
+        errors.append({"path": f"{path}.acceptedSuggestions",
+                       "message": "is required when the outcome is 'accepted' (the suggestions the user accepted)"})
+    if item.get("outcome") == "accepted" and item.get("overrideReason") is not None:
+        errors.append({"path": f"{path}.overrideReason", "message": "only an 'overridden' outcome has an override reason"})
     reason = item.get("overrideReason")
     if reason is not None:
         if not isinstance(reason, dict):
@@ -229,8 +277,10 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
             if reason.get("userComment") is not None and not isinstance(reason.get("userComment"), str):
                 errors.append({"path": f"{path}.overrideReason.userComment", "message": "must be a string"})
     accepted = item.get("acceptedSuggestions")
-    if accepted is not None and not (isinstance(accepted, list) and all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted)):
+    if accepted is not None and not (isinstance(accepted, list) and all(isinstance(s, dict) and isinstance(s.get("id"), str) and s["id"] for s in accepted)):
         errors.append({"path": f"{path}.acceptedSuggestions", "message": "must be an array of {id}"})
+    if item.get("outcome") == "overridden" and accepted:
+        errors.append({"path": f"{path}.acceptedSuggestions", "message": "only an 'accepted' outcome accepts suggestions"})
     return errors
 
 
@@ -273,7 +323,7 @@ def _check_request(body: dict, hook: str) -> dict:
 def _selected(drafts: list, context: dict) -> list:
     """order-select: decision support is about the newly selected orders only."""
     wanted = {s for s in context.get("selections") or [] if isinstance(s, str)}
-    return [r for r in drafts if f"{r.__resource_type__}/{r.id}" in wanted]
+    return [r for r in drafts if f"{rtype(r)}/{r.id}" in wanted]
 
 
 def _store(decision, intake: dict, issuer: str) -> str | None:

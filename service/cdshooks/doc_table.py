@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.cdshooks.mapping import MAPPING_PATH
+from service.cdshooks.terminology import load_valuesets
 
 import yaml
 
@@ -12,7 +13,12 @@ END = "<!-- mapping-table:end -->"
 
 def _codes(spec: dict) -> str:
     parts = []
-    for key, label in (("icd10cm", "ICD-10-CM"), ("snomed", "SNOMED CT"), ("rxnorm", "RxNorm"), ("atc", "ATC")):
+    sets = load_valuesets()
+    for vid in (spec.get("valuesets") or []) + (spec.get("valuesets_by_name") or []):
+        by_name = " (split by name)" if vid in (spec.get("valuesets_by_name") or []) else ""
+        parts.append(f"value set *{sets[vid].title}* `{vid}`{by_name}")
+    for key, label in (("icd10cm", "ICD-10-CM"), ("snomed", "SNOMED CT"), ("icd9cm", "ICD-9-CM"),
+                       ("rxnorm", "RxNorm"), ("atc", "ATC")):
         if spec.get(key):
             parts.append(f"{label} {', '.join(str(c) for c in spec[key])}")
     if spec.get("names"):
@@ -33,12 +39,14 @@ def render() -> str:
             "| indication | codes |", "|---|---|"]
     for rule in raw["indications"]["rules"]:
         out.append(f"| `{rule['indication']}` | {_codes(rule)} |")
-    out += ["", "**Conditions** (ICD-10-CM codes are prefixes)", "",
+    out += ["", "**Conditions** (local ICD-10-CM / ICD-9-CM codes are categories: they cover the codes under them)", "",
             "| condition | codes | active / recurrence / relapse | inactive / remission / resolved |", "|---|---|---|---|"]
     for c in raw["conditions"]:
         out.append(f"| {c['name']} | {_codes(c)} | {_sets(c.get('active') or {})} | {_sets(c.get('past') or {})} |")
     subst = raw["substance_use"]
-    out += ["", "**Substance use disorders** → `substance_use[]` (ICD-10-CM sub-codes "
+    out += ["", "**Substance use disorders** → `substance_use[]` (value sets "
+            + ", ".join(f"*{load_valuesets()[v].title}* `{v}`" for v in subst.get("valuesets") or [])
+            + ", split by the substance each display names; ICD-10-CM sub-codes "
             f"{', '.join('.' + s for s in subst['remission_icd10cm'])} = in remission; "
             f".{', .'.join(subst['use_without_disorder_icd10cm'])} = use without a disorder)", "",
             "| substance | codes |", "|---|---|"]
@@ -53,13 +61,15 @@ def render() -> str:
         out.append(f"| `{path}` | {_codes(spec)} |")
     obs = raw["observations"]
     out += ["", "**Observations** (LOINC)", "", "| field | source |", "|---|---|",
-            f"| `vitals.systolic_bp`, `vitals.diastolic_bp`, `vitals.measured_at` | latest {obs['blood_pressure_panel']} panel with components {obs['systolic']} and {obs['diastolic']}; its effective time |",
+            f"| `vitals.systolic_bp`, `vitals.diastolic_bp`, `vitals.measured_at` | latest systolic ({', '.join(obs['systolic'])}) and latest diastolic ({', '.join(obs['diastolic'])}), each a component of a {obs['blood_pressure_panel']} panel or a single observation; the older of the two times |",
             f"| `vitals.heart_rate` | latest {obs['heart_rate']} |",
-            f"| `patient.pregnant` | latest {obs['pregnancy_status']['code']}: {', '.join(obs['pregnancy_status']['positive'])} → true; {', '.join(obs['pregnancy_status']['negative'])} → false |",
+            f"| `patient.pregnant` | latest {obs['pregnancy_status']['code']}: {', '.join(obs['pregnancy_status']['positive'])} → true (for {obs['pregnancy_status']['positive_valid_days']} days); {', '.join(obs['pregnancy_status']['negative'])} → false (for {obs['pregnancy_status']['negative_valid_days']} days; older: unknown) |",
             f"| `patient.breastfeeding` | latest {obs['breastfeeding_status']['code']}: valueBoolean, or {', '.join(obs['breastfeeding_status']['positive'])} → true |",
-            "", "**Without a default** (never assumed from silence): "
+            "", "**Assumed from a fully read problem list's silence** (stated on the card, to confirm): "
+            + ", ".join(f"`{f}` = {str(v).lower()}" for f, v in raw["absence"]["assumed"].items()),
+            "", "**Never assumed from silence**: "
             + ", ".join(f"`{f}`" for f in raw["questionnaire"]["fields"]
-                        if f not in raw["condition_defaults"] and not f.startswith("allergies.")),
+                        if f not in raw["absence"]["assumed"] and not f.startswith("allergies.")),
             "", END]
     return "\n".join(out)
 
