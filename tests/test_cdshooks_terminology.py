@@ -345,3 +345,13 @@ def test_mapping_is_keyed_by_intake_field_for_the_field_catalog():
     m = default_mapping()
     assert "2.16.840.1.113883.3.464.1003.105.12.1104" in m.valuesets_for_field("psychiatric_history.psychosis")
     assert m.valuesets_for_field("substance_use")
+
+
+def test_docs_list_every_value_set_with_its_source():
+    from service.cdshooks.doc_table import VS_BEGIN, VS_END, render_valuesets
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cds-hooks.md").read_text()
+    assert doc[doc.index(VS_BEGIN): doc.index(VS_END) + len(VS_END)] == render_valuesets(), \
+        "docs/cds-hooks.md is stale: run python -m service.cdshooks.doc_table"
+    for vid in term.load_valuesets():
+        assert vid.startswith("derived") or f"`{vid}`" in doc
+    assert "cqframework/ecqm-content-qicore-2024" in doc
