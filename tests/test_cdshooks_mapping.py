@@ -7,11 +7,25 @@ import pytest
 
 from schemas.intake import IntakeSchema
 from service.cdshooks.fhirjson import Node
-from service.cdshooks.mapping import (MAPPING_PATH, FhirRecord, default_mapping, find_ketamine_orders, load_mapping,
-                                      map_to_intake)
+from service.cdshooks.mapping import (
+    MAPPING_PATH,
+    FhirRecord,
+    default_mapping,
+    find_ketamine_orders,
+    load_mapping,
+    map_to_intake,
+)
 from service.decision import jsonable
-from tests.cdshooks_support import (ICD, RXN, SCT, condition, ketamine_order, medication_statement, now,
-                                    questionnaire_response)
+from tests.cdshooks_support import (
+    ICD,
+    RXN,
+    SCT,
+    condition,
+    ketamine_order,
+    medication_statement,
+    now,
+    questionnaire_response,
+)
 
 M = default_mapping()
 AS_OF = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)

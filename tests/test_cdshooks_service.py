@@ -13,8 +13,18 @@ from service.cdshooks.cards import EXTENSION_KEY, prune_empty
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
 from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
-from tests.cdshooks_support import (ICD, amoxicillin_order, condition, hook_request, ketamine_order, nutrition_order,
-                                    questionnaire_response, searchset, situation, now)
+from tests.cdshooks_support import (
+    ICD,
+    amoxicillin_order,
+    condition,
+    hook_request,
+    ketamine_order,
+    now,
+    nutrition_order,
+    questionnaire_response,
+    searchset,
+    situation,
+)
 
 SIGN = "/cds-services/ketamine-screening-sign"
 SELECT = "/cds-services/ketamine-screening-select"

@@ -20,8 +20,21 @@ from service.cdshooks.discovery import PREFETCH
 from service.cdshooks.mapping import default_mapping
 from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_spec_model import validate_discovery, validate_response
-from tests.cdshooks_support import (ICD, LOINC, PATIENT_ID, RXN, SCT, amoxicillin_order, condition, hook_request, iso,
-                                    ketamine_order, now, pregnancy_status, searchset, situation)
+from tests.cdshooks_support import (
+    ICD,
+    LOINC,
+    PATIENT_ID,
+    RXN,
+    SCT,
+    condition,
+    hook_request,
+    iso,
+    ketamine_order,
+    now,
+    pregnancy_status,
+    searchset,
+    situation,
+)
 
 SIGN = "/cds-services/ketamine-screening-sign"
 SELECT = "/cds-services/ketamine-screening-select"

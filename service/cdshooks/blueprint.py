@@ -20,14 +20,37 @@ from schemas.errors import dotted, flatten_messages
 from schemas.intake import IntakeSchema
 from service.api.jsonbody import parse_json_object
 from service.api.problems import ApiError
-from service.cdshooks.cards import decision_card, prune_empty, unidentified_orders_card, unscreenable_card
+from service.cdshooks.cards import (
+    decision_card,
+    prune_empty,
+    unidentified_orders_card,
+    unscreenable_card,
+)
 from service.cdshooks.discovery import SERVICES, discovery_document
-from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
-                                         parse_draft_orders)
+from service.cdshooks.fhir_fetch import (
+    DataUnavailable,
+    FetchSettings,
+    MalformedFhir,
+    build_record,
+    gather,
+    parse_draft_orders,
+)
 from service.cdshooks.fhirjson import Node, rtype
-from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
-from service.cdshooks.mapping import (DraftOrder, Mapping, default_mapping, find_ketamine_orders, map_to_intake,
-                                      subject_reference, unnamed_orders)
+from service.cdshooks.jwt_auth import (
+    AuthError,
+    StoreJtiCache,
+    Verifier,
+    verifier_from_env,
+)
+from service.cdshooks.mapping import (
+    DraftOrder,
+    Mapping,
+    default_mapping,
+    find_ketamine_orders,
+    map_to_intake,
+    subject_reference,
+    unnamed_orders,
+)
 from service.decision import jsonable
 from service.screening import screen
 from service.store.base import StoreUnavailable

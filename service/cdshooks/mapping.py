@@ -15,15 +15,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from service.cdshooks import terminology as term
-from service.cdshooks.fhirjson import Node, codings, day, many, number, ref, rtype, text, when
+from service.cdshooks.fhirjson import (
+    Node,
+    codings,
+    day,
+    many,
+    number,
+    ref,
+    rtype,
+    text,
+    when,
+)
 
 MAPPING_PATH = Path(__file__).with_name("fhir_mapping.yaml")
 
@@ -181,7 +192,7 @@ def _codeset(spec: dict) -> CodeSet:
         system = term.KEYS[key]
         prefixes.extend((system, term.normalize(system, str(c))) for c in spec.get(key) or [])
     names = [str(n) for n in spec.get("names") or []]
-    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")", re.I) if names else None
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")", re.IGNORECASE) if names else None
     valuesets = []
     for vid in spec.get("valuesets") or []:
         if vid not in sets:
@@ -673,7 +684,7 @@ def _substance_of(concept: Any, mapping: Mapping) -> tuple[str, str] | None:
 
 
 def _looks_like_disorder(concept: Any) -> bool:
-    return any(re.search(r"\b(use|abuse|dependence|disorder|addiction)\b", t, re.I) for t in concept_texts(concept))
+    return any(re.search(r"\b(use|abuse|dependence|disorder|addiction)\b", t, re.IGNORECASE) for t in concept_texts(concept))
 
 
 def _substance(items: dict, substance: str, cond: Any, state: str, mapping: Mapping) -> None:

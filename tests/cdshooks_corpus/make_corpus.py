@@ -255,7 +255,7 @@ def build(name: str, style: str, situation: dict) -> dict:
                                   "indication": "treatment_resistant_depression"},
                     "patient": {"age_years": facts["age"], "sex_at_birth": facts["sex"]},
                     "vitals": {"systolic_bp": facts["bp"][0], "diastolic_bp": facts["bp"][1],
-                               "heart_rate": 71 if style != "cerner" else 71,
+                               "heart_rate": 71,   # the latest of the heart-rate readings
                                "measured_at": f"@ago:{facts['bp'][2]}d"},
                     "substance_use": substances,
                     "medications": [{"name": MEDS[m][1], "class": MEDS[m][2]} for m in facts["meds"]],

@@ -102,9 +102,11 @@ def load_valuesets() -> dict[str, ValueSet]:
 
 
 def icd10cm_valid(code: str) -> bool:
+    if not isinstance(code, str):
+        return False
     try:
         return bool(icd10cm_lib.is_valid_item(code))
-    except Exception:  # the library raises on malformed input; a bad code is simply not valid
+    except (ValueError, TypeError, KeyError):  # malformed input: simply not a valid code
         return False
 
 

@@ -89,7 +89,7 @@ def main(src: str, commit: str) -> None:
         (OUT / f"{oid}.json").write_text(json.dumps(built[oid], indent=1, ensure_ascii=False) + "\n")
     for vid, parent, title, include, exclude in DERIVED:
         base = built[parent]
-        inc, exc = re.compile(include, re.I), re.compile(exclude, re.I) if exclude else None
+        inc, exc = re.compile(include, re.IGNORECASE), re.compile(exclude, re.IGNORECASE) if exclude else None
         codes = {s: {c: d for c, d in v.items() if inc.search(d) and not (exc and exc.search(d))}
                  for s, v in base["codes"].items()}
         out = {"id": vid, "title": title, "derived_from": parent,
