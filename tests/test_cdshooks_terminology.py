@@ -368,3 +368,16 @@ def test_docs_list_every_value_set_with_its_source():
     for vid in term.load_valuesets():
         assert vid.startswith("derived") or f"`{vid}`" in doc
     assert "cqframework/ecqm-content-qicore-2024" in doc
+
+
+def test_fields_ahead_of_the_intake_contract_are_mapped_when_it_has_them(cds):
+    """Issue 12 adds intake fields (seizure_disorder...): the mapping names them already; a field
+    the contract does not have is dropped instead of making the intake invalid."""
+    from service.cdshooks.mapping import intake_paths
+    [card] = _post(cds, _with_condition(condition("c9", ICD, "G40.909", "Epilepsy, unspecified")))
+    decision = card["extension"][EXTENSION_KEY]
+    assert "could not be screened" not in card["summary"]
+    if "medical_history.seizure_disorder" in intake_paths():
+        assert "Condition/c9" in card["detail"]
+    else:
+        assert "seizure_disorder" not in json.dumps(decision)

@@ -461,9 +461,7 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
             if not substance_use:
                 assumptions.append("substance_use")
                 col.sources["substance_use"] = ["assumed: no substance use disorder on the problem list"]
-        elif substance_use:
-            pass
-        else:
+        elif not substance_use:
             substance_use = None  # silence of a list we could not read fully proves nothing
     else:
         substance_use = None
@@ -475,6 +473,11 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
             if col.default(path, False, "assumed: not on the allergy list"):
                 assumptions.append(path)
 
+    # Only fields the intake contract has: the mapping may name fields ahead of the contract (a
+    # field another change adds), and `_record.*` markers only steer the assumptions above.
+    known = intake_paths()
+    col.values = {k: v for k, v in col.values.items() if k in known}
+    assumptions = [a for a in assumptions if a in known]
     raw = _nest(col.values)
     raw["subject_id"] = subject_id
     if substance_use is not None:
@@ -484,6 +487,12 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
     ordered = {"subject_id": raw.pop("subject_id")}
     ordered.update(raw)
     return MappedIntake(ordered, col.sources, notes, assumptions, warnings)
+
+
+@lru_cache(maxsize=1)
+def intake_paths() -> frozenset[str]:
+    from schemas.intake import catalogue
+    return frozenset(catalogue())
 
 
 def _reasons(order: Any, index: dict[str, Node]) -> list[Node]:
