@@ -22,7 +22,7 @@ def test_no_prefetch_everything_fetched_with_the_bearer_token(cds):
         full = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch)))
         fetched = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], None, fhir_server=server.base)))
     for key in ("decision", "reasons", "missing", "physician_review_required"):
-        assert fetched[key] == full[key], key
+        assert fetched.get(key) == full.get(key), key
     paths = [p for p, _ in server.requests]
     assert any(p.startswith("/fhir/Patient/pat-1288992") for p in paths)
     assert any(p.startswith("/fhir/Condition?patient=pat-1288992") for p in paths)
