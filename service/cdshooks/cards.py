@@ -110,8 +110,7 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
         lines.append("")
         lines.append("**Assumed from the record's silence — confirm with the patient** (no coded record "
                      "says otherwise; these answers were not stated):")
-        for path in assumptions:
-            lines.append(f"- `{path}`: {_assumed_value(path, decision)}")
+        lines.extend(_assumption_lines(assumptions))
     if warnings:
         lines.append("")
         lines.append("**Could not be read from the record:**")
@@ -126,12 +125,22 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
     return "\n".join(lines)
 
 
-def _assumed_value(path: str, decision: Decision) -> str:
-    if path == "substance_use":
-        return "no substance use disorder"
-    if path == "medications":
-        return "no other active medication"
-    return "taken as absent"
+def _assumption_lines(assumptions: list[str]) -> list[str]:
+    """One line per list whose silence was read: the problem list, the allergy list, the
+    medication list."""
+    diagnoses = [p.split(".", 1)[1].replace("_", " ") for p in assumptions
+                 if p.startswith(("psychiatric_history.", "medical_history."))]
+    allergies = [p.split(".", 1)[1] for p in assumptions if p.startswith("allergies.")]
+    lines = []
+    if diagnoses:
+        lines.append(f"- Not on the problem list, so taken as absent: {', '.join(diagnoses)}")
+    if "substance_use" in assumptions:
+        lines.append("- No substance use disorder on the problem list: taken as none")
+    if allergies:
+        lines.append(f"- Not on the allergy list: no {' or '.join(allergies)} allergy")
+    if "medications" in assumptions:
+        lines.append("- No active medication on the medication list: taken as none")
+    return lines
 
 
 def _cell(text: str) -> str:
