@@ -27,8 +27,8 @@ from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
                                          parse_draft_orders)
 from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
-from service.cdshooks.urls import fhir_server_allowed, public_base_url
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
+from service.cdshooks.urls import fhir_server_allowed, public_base_url
 from service.decision import jsonable
 from service.screening import screen
 from service.store.base import StoreUnavailable
@@ -135,6 +135,7 @@ def call_service(service_id: str):
     body = _read_body()
     context = _check_request(body, service.hook)
     state = _state()
+    refused_server_url = body.get("fhirServer")
     body, refused_server = _only_configured_fhir_server(body, str(claims["iss"]))
     try:
         drafts = parse_draft_orders(context)
@@ -150,6 +151,8 @@ def call_service(service_id: str):
         errors = [{"path": f"prefetch.{k}", "message": exc.reasons.get(k, "unavailable")} for k in exc.keys]
         if refused_server:
             errors.insert(0, {"path": "fhirServer", "message": refused_server})
+            log.warning("CDS client %s: data unavailable and its fhirServer (host %r) is not configured for it",
+                        claims["iss"], _host_of(refused_server_url))
         raise ApiError(412, "The FHIR data the screening rules need could not be obtained from prefetch "
                             "or the FHIR server: " + ", ".join(exc.keys) + ".",
                        errors, code="precondition_failed") from None
@@ -305,8 +308,9 @@ def _only_configured_fhir_server(body: dict, issuer: str) -> tuple[dict, str | N
     if configured is not None and fhir_server_allowed(server, configured.fhir_servers):
         return body, None
     # An EHR can be wrong about where its FHIR server is (or be made to be): its token stays here.
-    log.warning("CDS client %s named a fhirServer not configured for it (host %r); not contacted",
-                issuer, _host_of(server))
+    # (Info here: a client that prefetches everything loses nothing; the 412 path warns.)
+    log.info("CDS client %s named a fhirServer not configured for it (host %r); not contacted",
+             issuer, _host_of(server))
     return ({k: v for k, v in body.items() if k not in ("fhirServer", "fhirAuthorization")},
             "not configured for this client (SCREENING_CDS_ISSUERS fhir_servers); it was not contacted")
 
