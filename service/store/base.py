@@ -60,7 +60,11 @@ class StoredDecision:
 
 
 class DecisionStore(Protocol):
-    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None: ...
+    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str,
+                      body: str | None = None) -> None:
+        """Append a decision and return once it is durable. ``body``: the decision as the JSON
+        text the caller returns, if it has it (stored as is, so it is encoded once)."""
+        ...
 
     def get_decision(self, decision_id: str) -> StoredDecision | None: ...
 
