@@ -53,8 +53,10 @@ class Settings:
     # Seconds between checks of the rules directory; 0 turns the watcher off.
     reload_interval: float = 2.0
     compile_timeout: float = 30.0
-    # Requests per API key, counted in the database across workers and instances; "0"/"off": none.
+    # Requests per API key, a token bucket shared through the database; "0"/"off": none.
     rate_limit: str = "1200/minute"
+    # How long a worker trusts an API key it has read: the bound on honouring a revocation.
+    key_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -68,6 +70,7 @@ class Settings:
             "reload_interval": _float("SCREENING_RELOAD_INTERVAL", 2.0),
             "compile_timeout": _float("SCREENING_COMPILE_TIMEOUT", 30.0),
             "rate_limit": os.environ.get("SCREENING_RATE_LIMIT", "1200/minute"),
+            "key_cache_seconds": _float("SCREENING_KEY_CACHE_SECONDS", 5.0),
         }
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
