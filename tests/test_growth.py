@@ -135,3 +135,17 @@ def test_the_guard_is_a_literal_the_conjunction_needs():
     assert guard_of([absent, C.Finding("f", negated=True)]) == Guard("none")
     assert guard_of([C.Leaf("d", "within_days", 30)]) == Guard("threshold", "d" + C.DAYS_SUFFIX, "lte", 30)
     assert guard_of([C.Leaf("e", "ne", 1)]) == Guard("present", "e")
+
+
+def test_the_reload_deadline_grows_with_the_pack(tmp_path, monkeypatch):
+    """A 5,000-rule pack took longer to load than the fixed 30 s child deadline allowed, so it
+    could never pass a hot reload; the deadline now scales with the pack."""
+    from service import reload as reload_module
+
+    deadlines = []
+    monkeypatch.setattr(reload_module, "compile_in_child",
+                        lambda pack_dir, backend, timeout: deadlines.append(timeout))
+    ruleset, problems = reload_module.validate_candidate(write_pack(tmp_path / "pack", 5000), "durable", 30.0)
+    assert ruleset is not None and not problems
+    assert deadlines == [30.0 + 5000 * reload_module.COMPILE_SECONDS_PER_RULE]
+    assert reload_module.compile_deadline(30.0, 40) < 31
