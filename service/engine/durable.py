@@ -37,6 +37,8 @@ from service.policy.model import Rule
 # 63 alternatives + the catch-all = 64, the most one assert can fire.
 SHARD_CONDITIONS = 63
 CATCH_ALL = "catch_all"
+# Layers with more shards than this use the guard index to skip shards (service.engine.index).
+INDEX_MIN_SHARDS = 3
 # Evaluations are serialised per compiled ruleset and every session is deleted right after its
 # assert, so one session id serves them all.
 SID = "0"
@@ -99,13 +101,15 @@ class DurableRules:
         fired: set[str] = set()
         with self._lock:
             for layer in self._plan.get(route, []):
-                candidates = layer.index.candidates(fact, fact[FINDINGS])
+                # A layer of a few shards is asserted whole: looking up candidates would cost
+                # about what it saves (measured on the shipped pack).
+                candidates = layer.index.candidates(fact, fact[FINDINGS]) if len(layer.shards) > INDEX_MIN_SHARDS else None
                 # One serialisation per layer and set of properties: the fact changes only by
                 # the findings it gains, and each shard is given only what it reads.
                 bodies: dict[tuple[str, ...], str] = {}
                 new: set[str] = set()
                 for shard in layer.shards:
-                    if not shard.always and candidates.isdisjoint(shard.members):
+                    if candidates is not None and not shard.always and candidates.isdisjoint(shard.members):
                         continue  # nothing in this shard can hold for this intake
                     body = bodies.get(shard.keys)
                     if body is None:
