@@ -149,3 +149,49 @@ def test_the_reload_deadline_grows_with_the_pack(tmp_path, monkeypatch):
     assert ruleset is not None and not problems
     assert deadlines == [30.0 + 5000 * reload_module.COMPILE_SECONDS_PER_RULE]
     assert reload_module.compile_deadline(30.0, 40) < 31
+
+
+def test_a_5000_rule_pack_hot_reloads_under_load_without_a_failed_request(tmp_path):
+    """Issue 16: the pack a reload brings in may be large. Requests keep being answered (200)
+    from the old pack while the new one loads, compiles (in a child, within a deadline that scales
+    with the pack) and is swapped in; then they are answered from the new one."""
+    import threading
+
+    from service.app import create_app
+    from service.auth import create_key
+    from service.config import Settings
+    from tests.conftest import example
+
+    rules = write_pack(tmp_path / "rules", 10)
+    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path / "state", rules_dir=rules,
+                                       database_url=f"sqlite:///{tmp_path}/log.sqlite3", rate_limit="off"))
+    token = create_key(app.extensions["store"].keys, "load", ["screen"]).token
+    old_digest = app.extensions["rulesets"].current.pack.digest
+    statuses, digests, stop = [], set(), threading.Event()
+
+    def client() -> None:
+        c = app.test_client()
+        while not stop.is_set():
+            response = c.post("/v1/screenings", json=example("eligible-iv"),
+                              headers={"Authorization": f"Bearer {token}"})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                digests.add(response.get_json()["ruleset"]["digest"])
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        write_pack(rules, 5000)  # the same directory, now 5,000 rules
+        outcome = app.extensions["reloader"].reload()
+        assert outcome.status == "loaded", outcome.problems
+        after = len(statuses)
+        while len(statuses) < after + 5:
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        app.extensions["store"].close()
+    assert statuses and set(statuses) == {200}
+    assert digests == {old_digest, app.extensions["rulesets"].current.pack.digest}
