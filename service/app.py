@@ -47,7 +47,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # The decision log (migrated under a lock; a database down at start is retried on use).
     app.extensions["store"] = open_store(settings.store_url)
-    # Requests per API key, counted in that database (429 past SCREENING_RATE_LIMIT).
+    # API keys read from that database are trusted for SCREENING_KEY_CACHE_SECONDS (the bound on
+    # honouring a revocation), so a request does not read the key table.
+    app.extensions["key_cache"] = auth.KeyCache(app.extensions["store"].keys, settings.key_cache_seconds)
+    # Requests per API key, a token bucket in that database (429 past SCREENING_RATE_LIMIT).
     init_rate_limit(app, settings.rate_limit, app.extensions["store"])
     # ScreeningApi: flask-smorest's Api with our error body and the description completed.
     api = ScreeningApi(app)

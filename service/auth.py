@@ -13,6 +13,8 @@ import hmac
 import logging
 import re
 import secrets
+import threading
+import time
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -83,7 +85,50 @@ def create_first_admin_key(keys: ApiKeyStore) -> NewKey | None:
     return NewKey(record, token) if record else None
 
 
-def authenticate(keys: ApiKeyStore, token: str) -> ApiKeyRecord | None:
+class KeyCache:
+    """API key records as read from the database, kept for ``max_age`` seconds so that a request
+    does not read the key table (the hash is still compared on every request).
+
+    The bound: a key revoked (`screening keys revoke`, in another process) is refused by every
+    worker of every instance at most ``max_age`` seconds later (``SCREENING_KEY_CACHE_SECONDS``;
+    0 turns the cache off and reads the key on every request). Unknown key ids are not cached,
+    so a key created elsewhere works at once."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, keys: ApiKeyStore, max_age: float, clock: Callable[[], float] = time.monotonic):
+        self.keys = keys
+        self.max_age = max_age
+        self.clock = clock
+        self._records: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._lock = threading.Lock()
+        if hasattr(keys, "revoke_listeners"):
+            keys.revoke_listeners.append(self.forget)  # revoked in this process: at once
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        if self.max_age <= 0:
+            return self.keys.get(key_id)
+        now = self.clock()
+        with self._lock:
+            cached = self._records.get(key_id)
+        if cached is not None and now - cached[0] < self.max_age:
+            return cached[1]
+        record = self.keys.get(key_id)
+        with self._lock:
+            if record is None:
+                self._records.pop(key_id, None)
+            else:
+                if len(self._records) >= self.MAX_ENTRIES:
+                    self._records.clear()
+                self._records[key_id] = (now, record)
+        return record
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._records.pop(key_id, None)
+
+
+def authenticate(keys: ApiKeyStore | KeyCache, token: str) -> ApiKeyRecord | None:
     """The active key this token belongs to, or None (unknown, wrong secret or revoked)."""
     match = _TOKEN.fullmatch(token)
     record = keys.get(match["id"]) if match else None
@@ -138,7 +183,8 @@ def _check(scope: str) -> ApiKeyRecord:
     token = presented_token(request)
     if token is None:
         raise ServiceError(401, "An API key is required: send 'Authorization: Bearer <key>'.", headers=_CHALLENGE)
-    record = authenticate(current_app.extensions["store"].keys, token)
+    cache = current_app.extensions.get("key_cache") or current_app.extensions["store"].keys
+    record = authenticate(cache, token)
     if record is None:
         log.warning("API key rejected on %s %s", request.method, request.path)
         raise ServiceError(401, "The API key is not valid or has been revoked.", headers=_CHALLENGE)

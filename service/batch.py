@@ -32,7 +32,9 @@ import click
 from service import cli_common as common
 from service.cli_common import as_of_option, rules_option
 from service.config import Settings
+from schemas.intake import IntakeSchema
 from service.errors import ServiceError
+from service.fastload import FastLoader
 from service.intake_reader import Limits, read_intake
 from service.ruleset import Ruleset, load_ruleset
 from service.screening import screen
@@ -112,10 +114,12 @@ class LineScreener:
         self.ruleset = ruleset
         self.as_of = as_of
         self.limits = Limits.of(settings)
+        # marshmallow's contract, on a fast path for valid intakes (service.fastload)
+        self.loader = FastLoader(IntakeSchema())
 
     def __call__(self, number: int, data: bytes, summary: Summary) -> str:
         try:
-            intake = read_intake(data, self.limits)
+            intake = read_intake(data, self.limits, self.loader)
         except ServiceError as exc:
             record = {"line": number, "error": exc.to_dict()}
         else:

@@ -97,13 +97,17 @@ def keys_list(as_json: bool) -> None:
 @keys_group.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    """Revoke a key: requests with it get 401 from now on. The record stays, for the audit trail."""
+    """Revoke a key: requests with it get 401 within SCREENING_KEY_CACHE_SECONDS (how long a running
+    worker trusts a key it has read). The record stays, for the audit trail."""
     with _opened_store() as store:
         record = store.keys.revoke(key_id)
     if record is None:
         click.echo(f"no API key with id {key_id}", err=True)
         raise SystemExit(1)
     click.echo(f"revoked {record.id} ({record.name}) at {_describe(record)['revoked_at']}")
+    seconds = common.settings().key_cache_seconds
+    if seconds > 0:
+        click.echo(f"running servers refuse it within {seconds:g} s (SCREENING_KEY_CACHE_SECONDS)", err=True)
 
 
 def ensure_first_key() -> None:

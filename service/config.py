@@ -116,7 +116,7 @@ class Settings:
     # Seconds between checks of the rules directory; 0 turns the watcher off.
     reload_interval: float = 2.0
     compile_timeout: float = 30.0
-    # Requests per API key, counted in the database across workers and instances; "0"/"off": none.
+    # Requests per API key, a token bucket shared through the database; "0"/"off": none.
     rate_limit: str = "1200/minute"
     log_level: str = "info"
     # Set by `screening serve` for its workers once the master has checked the pack: a worker
@@ -124,6 +124,8 @@ class Settings:
     serving: bool = False
     web: WebSettings = field(default_factory=WebSettings)
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
+    # How long a worker trusts an API key it has read: the bound on honouring a revocation.
+    key_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -141,6 +143,7 @@ class Settings:
             "serving": os.environ.get(SERVING_ENV) == "1",
             "web": WebSettings.from_env(),
             "cds_hooks": CdsHooksSettings.from_env(),
+            "key_cache_seconds": _float("SCREENING_KEY_CACHE_SECONDS", 5.0),
         }
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})

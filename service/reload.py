@@ -68,6 +68,19 @@ def signature(rules_dir: Path) -> tuple:
         return ()
 
 
+# Loading and compiling grow linearly with the pack (bench: about 1 ms per rule on a busy 2-core
+# machine): the configured deadline covers the fixed cost and this much more per rule, ten
+# times the measured cost, so a 5,000-rule pack is not refused for being large.
+COMPILE_SECONDS_PER_RULE = 0.01
+
+
+def compile_deadline(compile_timeout: float, rules: int) -> float:
+    """The child's deadline for a pack of ``rules`` rules: SCREENING_COMPILE_TIMEOUT plus a
+    per-rule allowance. It still stops a compile that hangs (durable-rules does at 512
+    conditions in one ruleset), just later for a larger pack."""
+    return compile_timeout + rules * COMPILE_SECONDS_PER_RULE
+
+
 def compile_in_child(pack_dir: Path, backend: str, timeout: float) -> str | None:
     """Compile in a separate process with a deadline. Returns a problem, or None if it compiled."""
     code = (
@@ -94,7 +107,7 @@ def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float) -> 
         pack = load_pack(pack_dir)  # lint first: cheap, and the clearest messages
     except RulePackError as exc:
         return None, [str(p) for p in exc.problems if p.level == "error"]
-    problem = compile_in_child(pack_dir, backend, compile_timeout)
+    problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)))
     if problem:
         return None, [problem]
     try:

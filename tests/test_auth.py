@@ -3,6 +3,7 @@ and the first admin key `screening serve` prints on an empty log."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -165,6 +166,10 @@ def test_keys_create_list_revoke(cli, db_app):
     key_id = listed[0]["id"]
     revoked = cli("keys", "revoke", key_id)
     assert revoked.exit_code == 0 and key_id in revoked.stdout
+    # Another process revoked it: running workers refuse it within the key cache's bound.
+    assert "within 5 s" in revoked.stderr
+    cache = db_app.extensions["key_cache"]
+    cache.clock = lambda: time.monotonic() + cache.max_age
     assert client.get("/v1/decisions", headers=headers).status_code == 401
     assert json.loads(cli("keys", "list", "--json").stdout)[0]["revoked_at"] is not None
     missing = cli("keys", "revoke", "0000000000000000")

@@ -107,18 +107,21 @@ def test_fhir_servers_are_configured_per_issuer():
             parse_issuers(json.dumps({"https://a.example/": {"jwks_url": "https://a.example/jwks", "fhir_servers": bad}}))
 
 
-def test_an_unlisted_fhir_server_is_never_contacted_and_the_call_says_why(cds):
+def test_an_unlisted_fhir_server_is_never_contacted_and_the_call_says_why(cds, caplog):
     """Today's code sent eight GETs with the bearer token to whatever URL the client named."""
     prefetch, _ = situation("clean")
-    with FhirServer(prefetch) as server:  # not configured for the issuer
+    with FhirServer(prefetch) as server, caplog.at_level(logging.INFO, logger="service.cdshooks"):
         r = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], None, fhir_server=server.base,
-                                        token="secret-fhir-token"))
+                                        token="secret-fhir-token"))  # not configured for the issuer
     assert server.requests == []
     assert r.status_code == 412
     error = r.get_json()["error"]
     assert error["errors"][0]["path"] == "fhirServer"
     assert "not configured" in error["errors"][0]["message"]
     assert "secret-fhir-token" not in r.get_data(as_text=True)
+    warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert any("127.0.0.1" in m and "not configured" in m for m in warned), warned
+    assert "secret-fhir-token" not in caplog.text
 
 
 def test_an_unlisted_fhir_server_does_not_stop_a_call_that_prefetch_answers(cds):

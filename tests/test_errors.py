@@ -59,7 +59,8 @@ def cds_down(tmp_path, monkeypatch):
                                        database_url=f"sqlite:///{tmp_path}/log.sqlite3"))
     signer = Signer()
     app.extensions["cds_hooks"] = CdsHooksState(
-        verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(signer.write_jwks(tmp_path)))}))
+        verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(signer.write_jwks(tmp_path)))}),
+        base_url="http://localhost")  # the JWT audience is configuration, never the Host header
     store = app.extensions["store"]
 
     def down(*_args, **_kwargs):

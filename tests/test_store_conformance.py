@@ -202,9 +202,12 @@ def test_key_store_behaviour(store):
 
 def test_counter_store_behaviour(store):
     counters = store.counters
-    assert [counters.hit("k1", 60) for _ in range(3)] == [1, 2, 3]
-    assert counters.hit("k2", 60) == 1
-    assert counters.hit("k1", 120) == 1  # a new window starts from one
+    # A new bucket is full; a take is all or nothing; it refills at the rate given.
+    assert [counters.take("k1", 2, 5, 1.0, 1000.0).granted for _ in range(3)] == [2, 2, 0]
+    assert counters.take("k1", 1, 5, 1.0, 1000.0).granted == 1
+    assert counters.take("k1", 1, 5, 1.0, 1000.0).granted == 0
+    assert counters.take("k1", 2, 5, 1.0, 1002.0).granted == 2
+    assert counters.take("k2", 5, 5, 1.0, 1000.0).granted == 5
 
 
 def test_jti_store_behaviour(store):

@@ -71,10 +71,11 @@ def _header(description: str) -> dict:
 _RETRY_AFTER = {"Retry-After": _header("Seconds to wait before retrying.")}
 # The headers service.ratelimit sends (IETF RateLimit header fields draft).
 _RATE_LIMIT = {
-    "RateLimit-Limit": _header("Requests this API key may make in the window."),
-    "RateLimit-Remaining": _header("Requests left in the current window."),
-    "RateLimit-Reset": _header("Seconds until the window resets."),
-    "RateLimit-Policy": {"description": "The limit and window, e.g. `1200;w=60`.", "schema": {"type": "string"}},
+    "RateLimit-Limit": _header("Requests this API key may make in a burst (its token bucket's size)."),
+    "RateLimit-Remaining": _header("About how many requests the key may make now (tokens left)."),
+    "RateLimit-Reset": _header("Seconds until the bucket is full again (on a 429: until the next request is allowed)."),
+    "RateLimit-Policy": {"description": "The limit and period, e.g. `1200;w=60`: a bucket of 1,200 refilled at "
+                                        "1,200 per 60 s.", "schema": {"type": "string"}},
 }
 _ERROR_HEADERS = {429: {**_RETRY_AFTER, **_RATE_LIMIT}, 503: _RETRY_AFTER}
 

@@ -155,6 +155,7 @@ def call_service(service_id: str):
     body = _read_body()
     context = _check_request(body, service.hook)
     state = _state()
+    refused_server_url = body.get("fhirServer")
     body, refused_server = _only_configured_fhir_server(body, str(claims["iss"]))
     warnings: list[str] = []
     label = f"Ketamine screening rules v{current_app.extensions['rulesets'].current.summary.get('version', '')}"
@@ -175,6 +176,8 @@ def call_service(service_id: str):
         errors = [{"path": f"prefetch.{k}", "message": exc.reasons.get(k, "unavailable")} for k in exc.keys]
         if refused_server:
             errors.insert(0, {"path": "fhirServer", "message": refused_server})
+            log.warning("CDS client %s: data unavailable and its fhirServer (host %r) is not configured for it",
+                        claims["iss"], _host_of(refused_server_url))
         raise ApiError(412, "The FHIR data the screening rules need could not be obtained from prefetch "
                             "or the FHIR server: " + ", ".join(exc.keys) + ".",
                        errors, code="precondition_failed") from None
@@ -364,8 +367,9 @@ def _only_configured_fhir_server(body: dict, issuer: str) -> tuple[dict, str | N
     if configured is not None and fhir_server_allowed(server, configured.fhir_servers):
         return body, None
     # An EHR can be wrong about where its FHIR server is (or be made to be): its token stays here.
-    log.warning("CDS client %s named a fhirServer not configured for it (host %r); not contacted",
-                issuer, _host_of(server))
+    # (Info here: a client that prefetches everything loses nothing; the 412 path warns.)
+    log.info("CDS client %s named a fhirServer not configured for it (host %r); not contacted",
+             issuer, _host_of(server))
     return ({k: v for k, v in body.items() if k not in ("fhirServer", "fhirAuthorization")},
             "not configured for this client (SCREENING_CDS_ISSUERS fhir_servers); it was not contacted")
 

@@ -136,11 +136,13 @@ def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
         col.schema_errors(path, positions, (), exc.messages)
         return []
     rules = []
+    by_rule = _positions_by_item(positions, "rules")
+    rule_schema = RuleSchema()  # one per file, not per rule: building a schema is not free
     for index, raw in enumerate(data["rules"]):
         base = ("rules", index)
         rule_id = raw.get("id") if isinstance(raw.get("id"), str) else None
         try:
-            loaded_rule = RuleSchema().load(raw)
+            loaded_rule = rule_schema.load(raw)
         except ValidationError as exc:
             col.schema_errors(path, positions, base, exc.messages, rule_id)
             continue
@@ -159,9 +161,19 @@ def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
             priority=loaded_rule["priority"], message=loaded_rule.get("message"),
             citation=loaded_rule.get("citation"), description=loaded_rule.get("description"),
             location=Location(col.rel(path), line, column), canonical=loaded_rule,
-            positions={k[len(base):]: v for k, v in positions.items() if k[:len(base)] == base},
+            positions=by_rule.get(index, {}),
         ))
     return rules
+
+
+def _positions_by_item(positions: yamlsrc.Positions, key: str) -> dict[int, yamlsrc.Positions]:
+    """Positions under ``key``'s items, per item index and relative to the item: one pass over
+    the file's positions (a scan per rule made loading quadratic in the file's size)."""
+    out: dict[int, yamlsrc.Positions] = {}
+    for path, position in positions.items():
+        if len(path) >= 2 and path[0] == key:
+            out.setdefault(path[1], {})[path[2:]] = position
+    return out
 
 
 def _read_fixtures(path: Path, col: _Collector) -> dict[str, Any]:

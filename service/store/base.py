@@ -100,7 +100,11 @@ class ApiKeyRecord:
 class DecisionStore(Protocol):
     """The decision log: decisions, the reviews beside them and CDS Hooks feedback."""
 
-    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None: ...
+    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str,
+                      body: str | None = None) -> None:
+        """Append a decision and return once it is durable. ``body``: the decision as the JSON
+        text the caller returns, if it has it (stored as is, so it is encoded once)."""
+        ...
 
     def get_decision(self, decision_id: str) -> StoredDecision | None: ...
 
@@ -162,12 +166,20 @@ class KeyStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Take:
+    """What a take from a shared token bucket got (CounterStore.take)."""
+    granted: int    # tokens handed out: all that were asked for, or 0
+    left: float     # in the shared bucket after this take
+
+
 @runtime_checkable
 class CounterStore(Protocol):
-    """Fixed-window request counters shared by every worker and instance (rate limits)."""
+    """Token buckets per key shared by every worker and instance (rate limits)."""
 
-    def hit(self, key_id: str, window_start: int) -> int:
-        """Count one request in the window; the count so far, this one included."""
+    def take(self, key_id: str, want: int, capacity: float, per_second: float, now: float) -> Take:
+        """Take ``want`` tokens from ``key_id``'s bucket (refilled at ``per_second`` up to
+        ``capacity``; new buckets are full): all of them or none (``Take.granted``)."""
         ...
 
 

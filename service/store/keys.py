@@ -17,6 +17,9 @@ class ApiKeyStore:
     def __init__(self, engine: Engine, ensure_schema: Callable[[], None]):
         self._engine = engine
         self._ensure_schema = ensure_schema
+        # Called with a key id once it is revoked through this store (service.auth's key cache
+        # forgets it at once; other processes honour a revocation within their cache's bound).
+        self.revoke_listeners: list[Callable[[str], None]] = []
 
     def _guard(self, what: str):
         self._ensure_schema()
@@ -58,6 +61,8 @@ class ApiKeyStore:
             conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                          .values(revoked_at=now))
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+        for listener in self.revoke_listeners:
+            listener(key_id)
         return _record(row) if row else None
 
 

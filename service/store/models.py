@@ -138,10 +138,13 @@ signin_failures = Table(
     Index("ix_signin_failures_at", "at"),
 )
 
-# Requests per API key and fixed window (service/ratelimit.py): scratch counters, not records.
-rate_limits = Table(
-    "rate_limits", metadata,
-    Column("key_id", String(32), primary_key=True),
-    Column("window_start", BigInteger(), primary_key=True),  # Unix seconds
-    Column("count", Integer(), nullable=False),
+# Token buckets for rate limits (service/ratelimit.py): scratch state, not records. A row whose
+# bucket would be full again (full_at passed) means the same as no row, and is deleted.
+rate_buckets = Table(
+    "rate_buckets", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("tokens", Float(), nullable=False),      # in the bucket at updated_at
+    Column("granted", Integer(), nullable=False),   # what the last take was given
+    Column("updated_at", Float(), nullable=False),  # Unix seconds
+    Column("full_at", Float(), nullable=False),     # Unix seconds when the bucket is full again
 )

@@ -1,7 +1,8 @@
 """The decision log on SQLAlchemy 2: SQLite by default, PostgreSQL by DATABASE_URL.
 
 Every write commits before the method returns, so a decision the service hands out is already
-durable. Database failures surface as ``StoreUnavailable`` (HTTP 503) with the driver's error
+durable. Decisions are written by group commit (``service.store.groupcommit``): the requests in
+flight share one transaction and one fsync, and each returns only once its row is committed. Database failures surface as ``StoreUnavailable`` (HTTP 503) with the driver's error
 class only: driver messages and SQL parameters can carry intake values and are never passed on
 (``hide_parameters`` keeps them out of SQLAlchemy's own messages too).
 """
@@ -28,6 +29,7 @@ from service.store import migrate
 from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, Review,
                                 ReviewNotAllowed, StoredDecision)
 from service.store.dberrors import unavailable_on_db_errors
+from service.store.groupcommit import GroupCommitter
 from service.store.keys import ApiKeyStore
 from service.store.signin_failures import SigninFailureStore
 from service.store.web_sessions import WebSessionStore
@@ -42,6 +44,16 @@ _DECISION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CONNECT_TIMEOUT_S = 5
 
 
+class EncodedJSON(str):
+    """JSON text already encoded (the response body): stored as it is, not encoded again."""
+
+
+def _json_serializer(value: Any) -> str:
+    if isinstance(value, EncodedJSON):
+        return value
+    return json.dumps(value)
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -52,7 +64,8 @@ def make_engine(url: str) -> Engine:
         connect_args: dict[str, Any] = {}
         if "timeout" not in parsed.query:
             connect_args["timeout"] = CONNECT_TIMEOUT_S  # sqlite3's busy timeout, in seconds
-        engine = create_engine(parsed, connect_args=connect_args, hide_parameters=True)
+        engine = create_engine(parsed, connect_args=connect_args, hide_parameters=True,
+                               json_serializer=_json_serializer)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
@@ -69,7 +82,8 @@ def make_engine(url: str) -> Engine:
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
         # pre_ping: after a database restart, pooled connections are dead; replace them quietly.
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True,
-                             pool_timeout=CONNECT_TIMEOUT_S, hide_parameters=True)
+                             pool_timeout=CONNECT_TIMEOUT_S, hide_parameters=True,
+                             json_serializer=_json_serializer)
     raise ValueError(f"DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql+psycopg)")
 
 
@@ -117,6 +131,7 @@ class SqlStore:
         self.web_sessions = WebSessionStore(self.engine, self.ensure_schema)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self.decision_writer: GroupCommitter[dict] = GroupCommitter(self._write_decisions)
         if migrate_now:
             self.ensure_schema()
 
@@ -140,7 +155,10 @@ class SqlStore:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None:
+    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str,
+                      body: str | None = None) -> None:
+        """Append a decision; returns once it is committed. ``body``: the decision already
+        encoded as JSON (what the response carries), so it is not encoded twice."""
         self.ensure_schema()
         ruleset = decision.ruleset
         row = {
@@ -155,11 +173,15 @@ class SqlStore:
             "ruleset_name": ruleset.get("name", ""),
             "ruleset_version": ruleset.get("version", ""),
             "ruleset_digest": ruleset.get("digest", ""),
-            "body": jsonable(decision.to_dict()),
+            "body": EncodedJSON(body) if body is not None else jsonable(decision.to_dict()),
             "intake": jsonable(intake),
         }
+        self.decision_writer.submit(row)
+
+    def _write_decisions(self, rows) -> None:
+        """One transaction for the batch: all of it is committed, or none of it."""
         with unavailable_on_db_errors("saving a decision"), self.engine.begin() as conn:
-            conn.execute(insert(decisions), row)
+            conn.execute(insert(decisions), list(rows))
 
     def get_decision(self, decision_id: str) -> StoredDecision | None:
         if not _DECISION_ID.fullmatch(decision_id):
