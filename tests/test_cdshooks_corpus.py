@@ -24,6 +24,7 @@ CASES = sorted(CORPUS.glob("*.json"))
 SIGN = "/cds-services/ketamine-screening-sign"
 SELECT = "/cds-services/ketamine-screening-select"
 _AGO = re.compile(r"^@ago:(\d+)([dh])$")
+_DAY = re.compile(r"^@day:-(\d+)$")
 
 
 def _resolve(value, now: dt.datetime):
@@ -37,6 +38,9 @@ def _resolve(value, now: dt.datetime):
         if m:
             delta = dt.timedelta(days=int(m.group(1))) if m.group(2) == "d" else dt.timedelta(hours=int(m.group(1)))
             return (now - delta).isoformat().replace("+00:00", "Z")
+        m = _DAY.match(value)
+        if m:
+            return (now - dt.timedelta(days=int(m.group(1)))).date().isoformat()
         if value.startswith("@birth:"):
             return (now.date() - relativedelta(years=int(value.split(":")[1]), days=30)).isoformat()
     return value
@@ -50,7 +54,7 @@ def load(path: Path) -> dict:
 def test_the_corpus_has_at_least_30_patients_from_each_ehr_family():
     styles = [json.loads(p.read_text())["style"] for p in CASES]
     assert len(CASES) >= 30
-    assert {s: styles.count(s) for s in set(styles)} == {"epic": 14, "cerner": 14, "synthea": 14}
+    assert {s: styles.count(s) for s in set(styles)} == {"epic": 21, "cerner": 21, "synthea": 21}
 
 
 def _request(case: dict, hook: str) -> dict:

@@ -6,7 +6,13 @@ EHR family sends it, beside the same facts as intake JSON.
 The corpus files are the test data (tests/test_cdshooks_corpus.py reads only them); this script
 is how they were made, kept so a reviewer can see that the FHIR and the intake state the same
 facts. Times are relative placeholders resolved when a test loads a file: "@ago:4d" (a dateTime
-4 days before now), "@day:-200" (a date), "@birth:42" (a birth date for that age).
+4 days before now), "@day:-200" (the date 200 days before today), "@birth:42" (a birth date for
+that age).
+
+What the problem list's silence is taken to prove on the CDS Hooks side (fhir_mapping.yaml
+`absence`) is stated outright on the intake side (INTAKE_FIELDS); what silence never proves
+(suicidal ideation, a prior suicide attempt, breastfeeding, the setting and the arrangements
+after the dose, earlier ketamine treatment) comes from the intake questionnaire on both sides.
 
 House styles (what the issue's integrator saw):
 - epic:    problem list coded ICD-10-CM under its OID plus SNOMED CT plus a local (IMO-like) code;
@@ -58,7 +64,28 @@ CONCEPTS = {
     "hypertension": ("38341003", "Hypertensive disorder", "I10", "Essential (primary) hypertension", {}),
     "alcohol_dependence": ("66590003", "Alcohol dependence", "F10.20", "Alcohol dependence, uncomplicated",
                            {"substance": {"substance": "alcohol", "disorder": True, "status": "active"}}),
+    # in remission: the last use is the record's abatement date (ABATED_DAYS_AGO)
+    "alcohol_dependence_remission": ("66590003", "Alcohol dependence", "F10.21", "Alcohol dependence, in remission",
+                                     {"substance": {"substance": "alcohol", "disorder": True, "status": "in_remission",
+                                                    "last_use": "@abated"}}),
+    # a hyperthyroidism diagnosis does not say whether it is controlled: that stays unknown
+    "hyperthyroidism": ("34486009", "Hyperthyroidism", "E05.90",
+                        "Thyrotoxicosis, unspecified without thyrotoxic crisis or storm", {}),
+    "thyrotoxic_crisis": ("29028009", "Thyrotoxic crisis", "E05.91",
+                          "Thyrotoxicosis, unspecified with thyrotoxic crisis or storm",
+                          {"medical_history.uncontrolled_hyperthyroidism": True}),
+    "epilepsy": ("84757009", "Epilepsy", "G40.909",
+                 "Epilepsy, unspecified, not intractable, without status epilepticus",
+                 {"medical_history.seizure_disorder": True}),
+    "obstructive_sleep_apnoea": ("78275009", "Obstructive sleep apnea syndrome", "G47.33",
+                                 "Obstructive sleep apnea (adult) (pediatric)", {"medical_history.sleep_apnea": True}),
+    "copd": ("13645005", "Chronic obstructive lung disease", "J44.9",
+             "Chronic obstructive pulmonary disease, unspecified", {"medical_history.chronic_respiratory_disease": True}),
+    "suicide_attempt": ("82313006", "Suicide attempt", "T14.91XA", "Suicide attempt, initial encounter",
+                        {"psychiatric_history.prior_suicide_attempt": True}),
 }
+ABATED_DAYS_AGO = {"alcohol_dependence_remission": 800}   # others: 300 days
+ONSET_DAYS_AGO = {"suicide_attempt": 45}                   # others: 400 days
 MEDS = {
     "sertraline": ("312938", "sertraline 100 MG Oral Tablet", "ssri"),
     "alprazolam": ("308047", "alprazolam 0.25 MG Oral Tablet", "benzodiazepine"),
@@ -73,11 +100,18 @@ INTAKE_FIELDS = {  # what every patient's problem list is silent about, stated b
     "medical_history.unstable_cardiovascular_disease": False, "medical_history.severe_hepatic_impairment": False,
     "medical_history.elevated_intracranial_pressure": False, "medical_history.elevated_intraocular_pressure": False,
     "medical_history.recent_cardiac_event": False, "medical_history.cerebrovascular_history": False,
-    "medical_history.hepatic_impairment": "none",
+    "medical_history.hepatic_impairment": "none", "medical_history.uncontrolled_hyperthyroidism": False,
+    "medical_history.seizure_disorder": False, "medical_history.sleep_apnea": False,
+    "medical_history.chronic_respiratory_disease": False,
 }
+# Withheld, never assumed: a hyperthyroidism diagnosis leaves "is it controlled?" open.
+WITHHOLDS = {"hyperthyroidism": ["medical_history.uncontrolled_hyperthyroidism"]}
+ALLERGENS = {"ketamine": ("6130", "ketamine")}
 
 # name -> facts. Defaults: woman of 42, MDD recurrent, BP 124/78 4 days ago, HR 72, not pregnant
-# 5 days ago, sertraline, intake questionnaire answering suicidal ideation and breastfeeding.
+# 5 days ago, sertraline, no allergies, an intake questionnaire answering what a record's silence
+# cannot (no suicidal ideation, no suicide attempt ever, not breastfeeding, outpatient, 2-hour
+# observation and transport home arranged, never treated with ketamine or esketamine).
 SITUATIONS = {
     "clean": {},
     "hypertensive": {"bp": (186, 104, 2)},
@@ -93,6 +127,14 @@ SITUATIONS = {
     "older_man_borderline_bp": {"age": 70, "sex": "male", "bp": (152, 88, 3), "pregnancy_status": None},
     "esketamine_with_rems": {"drug": "esketamine", "rems": True},
     "no_questionnaire": {"questionnaire": False},
+    # issue 12's questions, answered from the problem list, the allergy list and the questionnaire
+    "hyperthyroidism_control_unknown": {"conditions": [("hyperthyroidism", "active")]},
+    "thyrotoxic_crisis": {"conditions": [("thyrotoxic_crisis", "active")]},
+    "epilepsy": {"conditions": [("epilepsy", "active")]},
+    "sleep_apnoea_and_copd": {"conditions": [("obstructive_sleep_apnoea", "active"), ("copd", "active")]},
+    "alcohol_in_sustained_remission": {"conditions": [("alcohol_dependence_remission", "remission")]},
+    "recent_suicide_attempt": {"conditions": [("suicide_attempt", "active")], "last_suicide_attempt": 45},
+    "ketamine_allergy": {"allergies": ["ketamine"]},
 }
 
 
@@ -114,10 +156,24 @@ def _condition(style: str, i: int, concept: str, status: str) -> dict:
            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                      "code": "encounter-diagnosis" if style == "cerner" else "problem-list-item"}]}],
            "code": _coding(style, concept), "subject": {"reference": f"Patient/{PID}"},
-           "onsetDateTime": "@ago:400d"}
+           "onsetDateTime": f"@ago:{ONSET_DAYS_AGO.get(concept, 400)}d"}
     if status in ("resolved", "inactive", "remission"):
-        out["abatementDateTime"] = "@ago:300d"
+        out["abatementDateTime"] = f"@ago:{ABATED_DAYS_AGO.get(concept, 300)}d"
     return out
+
+
+def _allergy(style: str, allergen: str) -> dict:
+    rxcui, name = ALLERGENS[allergen]
+    code = ({"text": name.capitalize()} if style == "cerner"          # a free-text allergen
+            else {"coding": [{"system": RXN, "code": rxcui, "display": name}], "text": name} if style == "epic"
+            else {"coding": [{"system": RXN, "code": rxcui, "display": name}]})
+    return {"resourceType": "AllergyIntolerance", "id": f"{style}-allergy-{allergen}",
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                                           "code": "active"}]},
+            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                                               "code": "confirmed"}]},
+            "type": "allergy", "category": ["medication"], "criticality": "high",
+            "code": code, "patient": {"reference": f"Patient/{PID}"}, "recordedDate": "@ago:900d"}
 
 
 def _obs(oid: str, code: str, display: str, when: str, **value) -> dict:
@@ -204,11 +260,18 @@ def _order(style: str, facts: dict) -> tuple[dict, list[dict]]:
 def _questionnaire(style: str, facts: dict) -> dict | None:
     if not facts["questionnaire"]:
         return None
+    attempt = facts["last_suicide_attempt"]
     answers = {"psychiatric_history.suicidal_ideation": {"valueCoding": {"code": "none"}},
-               "patient.breastfeeding": {"valueBoolean": False}}
+               "psychiatric_history.prior_suicide_attempt": {"valueBoolean": attempt is not None},
+               "patient.breastfeeding": {"valueBoolean": False},
+               "treatment.setting": {"valueCoding": {"code": "outpatient"}},
+               "treatment.observation_2h_arranged": {"valueBoolean": True},
+               "treatment.transport_home_arranged": {"valueBoolean": True},
+               "prior_ketamine.previously_treated": {"valueBoolean": False}}
+    if attempt is not None:
+        answers["psychiatric_history.last_suicide_attempt"] = {"valueDate": f"@day:-{attempt}"}
     if facts["rems"]:
-        for k in ("treatment.rems_enrolled", "treatment.observation_2h_arranged", "treatment.transport_home_arranged"):
-            answers[k] = {"valueBoolean": True}
+        answers["treatment.rems_enrolled"] = {"valueBoolean": True}
     return {"resourceType": "QuestionnaireResponse", "id": f"{style}-qr", "status": "completed",
             "questionnaire": "https://clinic.example.org/Questionnaire/ketamine-intake",
             "subject": {"reference": f"Patient/{PID}"}, "authored": "@ago:1d",
@@ -217,7 +280,8 @@ def _questionnaire(style: str, facts: dict) -> dict | None:
 
 def build(name: str, style: str, situation: dict) -> dict:
     facts = {"age": 42, "sex": "female", "bp": (124, 78, 4), "pregnancy_status": (False, 5), "conditions": [],
-             "meds": ["sertraline"], "drug": "ketamine", "rems": False, "questionnaire": True, **copy.deepcopy(situation)}
+             "meds": ["sertraline"], "drug": "ketamine", "rems": False, "questionnaire": True, "allergies": [],
+             "last_suicide_attempt": None, **copy.deepcopy(situation)}
     conditions = [("mdd_recurrent", "active")] + facts["conditions"]
     patient = {"resourceType": "Patient", "id": PID, "gender": facts["sex"], "birthDate": f"@birth:{facts['age']}"}
     if style != "synthea":
@@ -225,7 +289,7 @@ def build(name: str, style: str, situation: dict) -> dict:
                                  "valueCode": {"female": "F", "male": "M"}[facts["sex"]]}]
     prefetch = {"patient": patient,
                 "conditions": _searchset(*[_condition(style, i, c, s) for i, (c, s) in enumerate(conditions)]),
-                "allergies": _searchset(),
+                "allergies": _searchset(*[_allergy(style, a) for a in facts["allergies"]]),
                 "breastfeedingStatus": _searchset(),
                 **_vitals(style, facts), **_medications(style, facts["meds"])}
     if facts["pregnancy_status"] is not None:
@@ -244,9 +308,14 @@ def build(name: str, style: str, situation: dict) -> dict:
     flat = dict(INTAKE_FIELDS)
     substances = []
     for concept, status in conditions:
+        for path in WITHHOLDS.get(concept, []):
+            flat.pop(path, None)   # the diagnosis makes the silent answer unknown, not "no"
         for path, value in CONCEPTS[concept][4].items():
             if path == "substance":
-                substances.append(value)
+                item = dict(value)
+                if item.get("last_use") == "@abated":
+                    item["last_use"] = f"@day:-{ABATED_DAYS_AGO[concept]}"
+                substances.append(item)
             elif status == "resolved" and path == "medical_history.recent_cardiac_event":
                 continue
             else:
@@ -259,14 +328,20 @@ def build(name: str, style: str, situation: dict) -> dict:
                                "measured_at": f"@ago:{facts['bp'][2]}d"},
                     "substance_use": substances,
                     "medications": [{"name": MEDS[m][1], "class": MEDS[m][2]} for m in facts["meds"]],
-                    "allergies": {"ketamine": False, "esketamine": False}}
+                    "allergies": {"ketamine": "ketamine" in facts["allergies"],
+                                  "esketamine": "esketamine" in facts["allergies"]}}
     if facts["pregnancy_status"] is not None and facts["pregnancy_status"][1] <= 30:
         intake["patient"]["pregnant"] = facts["pregnancy_status"][0]
     if facts["questionnaire"]:
         flat["psychiatric_history.suicidal_ideation"] = "none"
+        flat["psychiatric_history.prior_suicide_attempt"] = facts["last_suicide_attempt"] is not None
+        if facts["last_suicide_attempt"] is not None:
+            flat["psychiatric_history.last_suicide_attempt"] = f"@day:-{facts['last_suicide_attempt']}"
+        flat["prior_ketamine.previously_treated"] = False
         intake["patient"]["breastfeeding"] = False
+        intake["treatment"].update(setting="outpatient", observation_2h_arranged=True, transport_home_arranged=True)
         if facts["rems"]:
-            intake["treatment"].update(rems_enrolled=True, observation_2h_arranged=True, transport_home_arranged=True)
+            intake["treatment"]["rems_enrolled"] = True
     for path, value in flat.items():
         section, leaf = path.split(".")
         intake.setdefault(section, {})[leaf] = value
