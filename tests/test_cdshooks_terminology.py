@@ -186,10 +186,9 @@ def test_a_stale_not_pregnant_status_counts_as_unknown(cds):
     prefetch["pregnancyStatus"] = searchset(pregnancy_status(False, now() - dt.timedelta(days=200)))
     [card] = _post(cds, prefetch)
     decision = card["extension"][EXTENSION_KEY]
-    # unknown, so the pack's pregnancy rule (status unknown for a woman of 42) applies
-    assert decision["decision"] != "eligible" and "pregnancy" in _rules(decision)
-    [reason] = [r for r in decision["reasons"] if r["rule_id"] == "pregnancy"]
-    assert reason["evidence"].get("patient.pregnant") is not False
+    # unknown, so the pack (issue 12) asks for it for a woman of 42: incomplete, naming it,
+    # never a "not pregnant" read from a 200-day-old observation
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
     assert "200 days ago" in card["detail"]
 
 

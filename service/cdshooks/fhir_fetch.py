@@ -94,6 +94,15 @@ def render_template(template: str, context: dict) -> str | None:
     return None if missing else rendered
 
 
+def answers_key(parsed: Any, key: str) -> bool:
+    """Whether a resource can be the answer to prefetch ``key``: a Bundle (a search), or the
+    resource type its query names (a read, or a lone resource some clients send). Anything else
+    (another type, an unknown type) is not "nothing found": read as an empty list, a problem list
+    of garbage would be silence, and silence is taken as absence."""
+    kind = rtype(parsed)
+    return kind == "Bundle" or kind == PREFETCH[key].split("?")[0].split("/")[0]
+
+
 class FhirClient:
     def __init__(self, base_url: str, token: str | None, settings: FetchSettings):
         self.base = base_url.rstrip("/") + "/"
@@ -128,6 +137,8 @@ class FhirClient:
 
     def search_all(self, query: str, key: str) -> list[Any]:
         parsed = self.get(query, key)
+        if parsed is not None and not answers_key(parsed, key):
+            raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
         out = resources_of(parsed)
         pages = 1
         while parsed is not None and rtype(parsed) == "Bundle" and pages < MAX_PAGES:
@@ -136,6 +147,8 @@ class FhirClient:
             if not nxt:
                 break
             parsed = self.get(nxt, key)
+            if rtype(parsed) != "Bundle":  # a page that is not one: the list is not whole
+                raise DataUnavailable([key], {key: "a page of the search result is not a Bundle"})
             out.extend(resources_of(parsed))
             pages += 1
         return out
@@ -168,6 +181,11 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
             continue
         if rtype(parsed) == "OperationOutcome":
             unsatisfied[key] = "the client reported an error prefetching it"
+            continue
+        if not answers_key(parsed, key):
+            warnings.append(f"prefetch.{key} is neither a Bundle nor a {PREFETCH[key].split('?')[0].split('/')[0]}: "
+                            "fetched again.")
+            unsatisfied[key] = "not the search result asked for"
             continue
         # A paginated prefetch (a next link) needs the server for the rest.
         if rtype(parsed) == "Bundle" and any(isinstance(link, Node) and link.relation == "next" for link in many(parsed.link)):
