@@ -369,14 +369,34 @@ def test_docs_list_every_value_set_with_its_source():
     assert "cqframework/ecqm-content-qicore-2024" in doc
 
 
-def test_fields_ahead_of_the_intake_contract_are_mapped_when_it_has_them(cds):
-    """Issue 12 adds intake fields (seizure_disorder...): the mapping names them already; a field
-    the contract does not have is dropped instead of making the intake invalid."""
-    from service.cdshooks.mapping import intake_paths
-    [card] = _post(cds, _with_condition(condition("c9", ICD, "G40.909", "Epilepsy, unspecified")))
+@pytest.mark.parametrize("system,code,display,rule", [
+    (ICD, "G40.909", "Epilepsy, unspecified", "seizure_disorder"),
+    (SCT, "84757009", "Epilepsy", "seizure_disorder"),
+    (ICD, "G47.33", "Obstructive sleep apnea", "respiratory_depression_risk"),
+    (SCT, "13645005", "Chronic obstructive lung disease", "respiratory_depression_risk"),
+    (ICD, "E05.91", "Thyrotoxicosis with thyrotoxic crisis", "uncontrolled_hyperthyroidism_iv"),
+    (SCT, "29028009", "Thyrotoxic crisis", "uncontrolled_hyperthyroidism_iv"),
+])
+def test_issue_12_fields_flow_from_problem_list_codes(cds, system, code, display, rule):
+    """The fields issue 12 added to the intake contract (the mapping named them ahead of it) now
+    reach the rules from the codes EHRs send, and the card names the record they came from."""
+    [card] = _post(cds, _with_condition(condition("c9", system, code, display)))
     decision = card["extension"][EXTENSION_KEY]
-    assert "could not be screened" not in card["summary"]
-    if "medical_history.seizure_disorder" in intake_paths():
-        assert "Condition/c9" in card["detail"]
-    else:
-        assert "seizure_disorder" not in json.dumps(decision)
+    assert rule in _rules(decision), decision
+    assert "Condition/c9" in card["detail"]
+
+
+def test_hyperthyroidism_leaves_whether_it_is_controlled_unknown(cds):
+    """A hyperthyroidism diagnosis withholds the "not uncontrolled" assumption: asked, never assumed."""
+    decision = _decision(cds, _with_condition(condition("c9", SCT, "34486009", "Hyperthyroidism")))
+    assert decision["decision"] == "incomplete"
+    assert decision["missing"] == ["medical_history.uncontrolled_hyperthyroidism"]
+
+
+def test_a_suicide_attempt_on_the_problem_list_asks_when(cds):
+    """The problem list says there was an attempt; when the last one was is asked, not guessed
+    (the situation's questionnaire says "no attempt": the recorded attempt is the more concerning)."""
+    decision = _decision(cds, _with_condition(condition("c9", SCT, "82313006", "Suicide attempt")))
+    assert decision["decision"] == "incomplete"
+    assert "psychiatric_history.last_suicide_attempt" in decision["missing"]
+
