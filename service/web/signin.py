@@ -33,7 +33,7 @@ log = logging.getLogger("service.web")
 
 SIGNIN_LIMIT = 10
 SIGNIN_WINDOW_S = 15 * 60
-SECRET_FILE = "secret_key"
+SECRET_FILE = "secret_key"  # nosec B105 - a file name, not a secret
 MIN_SECRET_CHARS = 32
 
 
