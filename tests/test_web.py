@@ -356,6 +356,28 @@ def test_eligible_with_review_is_approved_or_declined_with_a_note(app, https_cli
     assert [r.outcome for r in app.extensions["store"].get_decision(decision["decision_id"]).reviews] == ["approve"]
 
 
+def test_old_review_records_still_read_sensibly(app, https_client, screened):
+    """Reviews from before sign-off actions: "approve" on an exclusion with a name the caller
+    typed, and a page sign-off without a credential. They show what they were, flagged."""
+    import datetime as dt
+    from sqlalchemy import insert
+    from service.store.models import reviews
+    decision = screened("ineligible-several")
+    with app.extensions["store"].engine.begin() as conn:
+        for i, (reviewer, outcome, client) in enumerate((("dr.ada", "decline", ""),
+                                                         ("Dr Free Text", "approve", "0123456789abcdef"))):
+            conn.execute(insert(reviews), {
+                "review_id": f"old-{i}-{decision['decision_id']}", "decision_id": decision["decision_id"],
+                "created_at": dt.datetime(2026, 11, 1, 9, i, tzinfo=dt.timezone.utc), "reviewer": reviewer,
+                "outcome": outcome, "note": "", "client": client})
+    sign_in(https_client, "nurse.bo")
+    text = re.sub(r"<[^>]+>", "", page(https_client, f"/decisions/{decision['decision_id']}"))
+    assert "Declined: treatment must not go ahead." in text
+    assert "recorded before credentials were kept" in text
+    assert "Approved (recorded before sign-off actions were matched to the decision)" in text
+    assert "name sent by API key 0123456789abcdef: not verified" in text
+
+
 def test_reviewer_is_the_signed_in_physician_not_the_form(app, https_client, screened):
     decision = screened("review-substance-history")
     sign_in(https_client, "dr.ada")

@@ -171,6 +171,12 @@ def focused(page) -> str:
     return page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
 
 
+def focus_lands_on(page, element_id: str) -> bool:
+    """Autofocus runs once the page has rendered: wait for it (up to the page timeout)."""
+    page.wait_for_function("id => document.activeElement && document.activeElement.id === id", arg=element_id)
+    return True
+
+
 def test_physician_reads_and_confirms_an_exclusion(server, new_page):
     app, base, _ = server
     decision = screen_over_http(server, "ineligible-several")
@@ -222,7 +228,7 @@ def test_physician_reads_and_confirms_an_exclusion(server, new_page):
     page.get_by_label("Note").fill("Blood pressure uncontrolled; discussed with the patient.")
     page.get_by_role("button", name="Confirm the exclusion").click()
     page.wait_for_url(re.compile(re.escape(f"{base}/decisions/{decision_id}?signed=") + ".*#confirmation"))
-    assert focused(page) == "confirmation"  # the confirmation has the focus
+    assert focus_lands_on(page, "confirmation")  # the confirmation has the focus
     confirmation = page.locator("#confirmation")
     assert "Exclusion confirmed: treatment must not go ahead." in confirmation.inner_text()
     history = page.locator("table.history")
@@ -326,7 +332,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, n
     assert focused(page) == "Decline: treatment must not go ahead"
     with page.expect_navigation():
         page.keyboard.press("Enter")
-    assert focused(page) == "form-errors"
+    assert focus_lands_on(page, "form-errors")
     assert "A note is required to decline" in page.locator("#form-errors").inner_text()
     assert_accessible(page, "decision with sign-off errors")
     shot(page, "09-phone-sign-off-error", full_page=False)
@@ -340,7 +346,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, n
     assert focused(page) == "Decline: treatment must not go ahead"
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(".*#confirmation"))
-    assert focused(page) == "confirmation"
+    assert focus_lands_on(page, "confirmation")
     shot(page, "10-phone-confirmation", full_page=False)
     # "Next in queue" is the next thing to tab to.
     page.keyboard.press("Tab")
