@@ -10,8 +10,16 @@ import re
 import uuid
 from typing import Any
 
-from service.decision import (ELIGIBLE, INCOMPLETE, INELIGIBLE, Assumption, Decision, FindingResult,
-                              Reason, jsonable)
+from service.decision import (
+    ELIGIBLE,
+    INCOMPLETE,
+    INELIGIBLE,
+    Assumption,
+    Decision,
+    FindingResult,
+    Reason,
+    jsonable,
+)
 from service.engine.base import partition_key
 from service.policy import conditions as C
 from service.policy.model import OptionalAnswer, Rule

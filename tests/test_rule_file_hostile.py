@@ -105,10 +105,11 @@ CASES = [
 
 
 def _pack_with(tmp_path: Path, text: str | None) -> Path:
-    """pack.yaml, one good rule file of the shipped pack, and the hostile file."""
+    """pack.yaml, two good rule files of the shipped pack (90-hepatic reads the optional answer
+    pack.yaml declares), and the hostile file."""
     pack = tmp_path / "pack"
     pack.mkdir()
-    for name in ("pack.yaml", "30-blood-pressure.yaml"):
+    for name in ("pack.yaml", "30-blood-pressure.yaml", "90-hepatic.yaml"):
         shutil.copy(default_rules_path() / name, pack / name)
     target = pack / FILE
     if text is None:
