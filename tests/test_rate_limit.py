@@ -7,12 +7,11 @@ import pytest
 from sqlalchemy import func, select
 
 from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
 from service.ratelimit import Rate, parse_rate
 from service.store.models import rate_limits
 from service.store.ratelimits import RateLimitStore
 from service.store.sql import make_engine
+from tests.conftest import app_settings, bearer
 
 URL = "/v1/rulesets/current"
 # Inside a minute-long window, far from its end, so a test never straddles two windows.
@@ -28,16 +27,10 @@ class Clock:
 
 
 def _app(database_url, tmp_path, rate="5/minute", clock=None):
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, database_url=database_url,
-                                       rate_limit=rate))
+    app = create_app(app_settings(tmp_path, database_url=database_url, rate_limit=rate))
     if clock is not None:
         app.extensions["limiter"].clock = clock
     return app
-
-
-def _key(app, scopes=SCOPES) -> dict:
-    token = create_key(app.extensions["store"].keys, "rate test", scopes).token
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -50,7 +43,7 @@ def limited(database_url, tmp_path):
 
 def test_the_sixth_request_in_a_minute_gets_429_with_retry_after(limited):
     app, clock = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for i in range(5):
         response = client.get(URL, headers=key)
         assert response.status_code == 200
@@ -70,7 +63,7 @@ def test_the_sixth_request_in_a_minute_gets_429_with_retry_after(limited):
 
 def test_another_key_is_unaffected(limited):
     app, _ = limited
-    client, busy, other = app.test_client(), _key(app), _key(app, ["read"])
+    client, busy, other = app.test_client(), bearer(app), bearer(app, ["read"])
     for _ in range(6):
         client.get(URL, headers=busy)
     assert client.get(URL, headers=busy).status_code == 429
@@ -81,7 +74,7 @@ def test_another_key_is_unaffected(limited):
 
 def test_the_limit_applies_across_operations_and_to_screenings(limited):
     app, _ = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for _ in range(5):
         assert client.get("/v1/decisions", headers=key).status_code == 200
     response = client.post("/v1/screenings", json={}, headers=key)
@@ -91,7 +84,7 @@ def test_the_limit_applies_across_operations_and_to_screenings(limited):
 
 def test_the_window_resets(limited):
     app, clock = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for _ in range(6):
         client.get(URL, headers=key)
     assert client.get(URL, headers=key).status_code == 429
@@ -113,7 +106,7 @@ def test_two_instances_on_one_database_share_the_count(database_url, tmp_path):
     first = _app(database_url, tmp_path / "a", clock=clock)
     second = _app(database_url, tmp_path / "b", clock=clock)
     try:
-        key = _key(first)
+        key = bearer(first)
         clients = [first.test_client(), second.test_client()]
         statuses = [clients[i % 2].get(URL, headers=key).status_code for i in range(8)]
         assert statuses == [200] * 5 + [429] * 3
@@ -124,7 +117,7 @@ def test_two_instances_on_one_database_share_the_count(database_url, tmp_path):
 
 def test_refused_requests_are_not_counted_and_unkeyed_routes_are_not_limited(limited):
     app, _ = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for _ in range(10):
         assert client.get(URL, headers={"Authorization": "Bearer ks_0000000000000000_" + "x" * 40}
                           ).status_code == 401
@@ -139,7 +132,7 @@ def test_refused_requests_are_not_counted_and_unkeyed_routes_are_not_limited(lim
 
 def test_a_database_down_refuses_with_503_not_500(limited, tmp_path):
     app, _ = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     assert client.get(URL, headers=key).status_code == 200
     # The key is admitted (from the log) and then the counters' database cannot be reached:
     # a PostgreSQL port nobody listens on, or a SQLite file in a directory that does not exist.
@@ -158,7 +151,7 @@ def test_off_disables_limiting_and_429_leaves_the_description(database_url, tmp_
     app = _app(database_url, tmp_path, rate="off")
     try:
         assert "limiter" not in app.extensions
-        client, key = app.test_client(), _key(app)
+        client, key = app.test_client(), bearer(app)
         for _ in range(8):
             response = client.get(URL, headers=key)
             assert response.status_code == 200
@@ -188,5 +181,4 @@ def test_rates_are_read(text, rate):
 def test_a_malformed_rate_stops_start_up_naming_the_variable(text, tmp_path, monkeypatch):
     monkeypatch.setenv("SCREENING_RATE_LIMIT", text)
     with pytest.raises(SystemExit, match="SCREENING_RATE_LIMIT"):
-        create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path,
-                                     database_url=f"sqlite:///{tmp_path}/log.sqlite3"))
+        create_app(app_settings(tmp_path))

@@ -61,7 +61,7 @@ class QuietHandler(WSGIRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def live_pages(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         if os.environ.get("SCREENING_CHROMIUM"):
             pytest.fail(f"{CHROMIUM} is missing although scripts/test.d/30-chromium.sh ran")
@@ -82,7 +82,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser(live_pages):
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -110,8 +110,8 @@ def urgent_intake() -> dict:
     return raw
 
 
-def screen_over_http(server, name: str | dict) -> dict:
-    _, base, key = server
+def screen_over_http(live_pages, name: str | dict) -> dict:
+    _, base, key = live_pages
     raw = example(name) if isinstance(name, str) else name
     response = requests.post(f"{base}/v1/screenings", json=with_subject(raw, unique_subject()),
                              headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -136,9 +136,9 @@ def no_horizontal_scroll(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
 
-def test_physician_reads_and_signs_off_a_decision(server, new_page):
-    app, base, _ = server
-    decision = screen_over_http(server, "ineligible-several")
+def test_physician_reads_and_signs_off_a_decision(live_pages, new_page):
+    app, base, _ = live_pages
+    decision = screen_over_http(live_pages, "ineligible-several")
     subject, decision_id = decision["subject_id"], decision["decision_id"]
     assert len(decision["reasons"]) >= 3
 
@@ -199,9 +199,9 @@ def test_physician_reads_and_signs_off_a_decision(server, new_page):
     shot(page, "05-queue-approved")
 
 
-def test_clinician_reads_but_gets_no_sign_off_form(server, new_page):
-    _, base, _ = server
-    decision = screen_over_http(server, "review-substance-history")
+def test_clinician_reads_but_gets_no_sign_off_form(live_pages, new_page):
+    _, base, _ = live_pages
+    decision = screen_over_http(live_pages, "review-substance-history")
     page = new_page()
     sign_in(page, base, "nurse.bo")
     page.goto(f"{base}/decisions/{decision['decision_id']}")
@@ -211,12 +211,15 @@ def test_clinician_reads_but_gets_no_sign_off_form(server, new_page):
     shot(page, "06-clinician-view")
 
 
-def test_keyboard_alone_reaches_and_submits_the_sign_off(server, new_page):
-    app, base, _ = server
-    decision = screen_over_http(server, "review-substance-history")
+def test_keyboard_alone_reaches_and_submits_the_sign_off(live_pages, new_page):
+    app, base, _ = live_pages
+    decision = screen_over_http(live_pages, "review-substance-history")
     page = new_page()
     page.goto(f"{base}/login")
-    focused = lambda: page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
+
+    def focused():
+        return page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
+
     for _ in range(10):
         page.keyboard.press("Tab")
         if focused() == "username":
@@ -255,11 +258,11 @@ def test_keyboard_alone_reaches_and_submits_the_sign_off(server, new_page):
     assert [(r.outcome, r.note) for r in reviews] == [("approve", "Remission confirmed by the treating psychiatrist.")]
 
 
-def test_pages_reflow_at_400_percent_zoom_and_meet_contrast(server, new_page):
-    _, base, _ = server
-    decision = screen_over_http(server, "ineligible-several")
-    incomplete = screen_over_http(server, "incomplete-no-vitals")
-    urgent = screen_over_http(server, urgent_intake())
+def test_pages_reflow_at_400_percent_zoom_and_meet_contrast(live_pages, new_page):
+    _, base, _ = live_pages
+    decision = screen_over_http(live_pages, "ineligible-several")
+    incomplete = screen_over_http(live_pages, "incomplete-no-vitals")
+    urgent = screen_over_http(live_pages, urgent_intake())
     assert urgent["urgent"]
     # 1280 CSS px at 400% zoom is a 320 px wide viewport (WCAG 1.4.10).
     page = new_page(320, 256)
@@ -289,9 +292,9 @@ def test_pages_reflow_at_400_percent_zoom_and_meet_contrast(server, new_page):
     shot(page, "13-queue-urgent")
 
 
-def test_decision_prints_without_navigation_or_forms(server, new_page):
-    _, base, _ = server
-    decision = screen_over_http(server, "ineligible-several")
+def test_decision_prints_without_navigation_or_forms(live_pages, new_page):
+    _, base, _ = live_pages
+    decision = screen_over_http(live_pages, "ineligible-several")
     page = new_page(800, 1000)
     sign_in(page, base, "dr.ada")
     page.goto(f"{base}/decisions/{decision['decision_id']}")

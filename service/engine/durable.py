@@ -1,6 +1,6 @@
 """The durable-rules backend.
 
-How it stays inside durable-rules' limits (measured, see DEVELOPERS.md):
+How it stays inside durable-rules' limits (measured: docs/performance.md, tests/test_growth.py):
 - every rule is compiled to its alternatives (OR of ANDs); each alternative is one engine
   condition. durable-rules fires an alternative at most once per fact, and fails an assert
   that fires more than 64 of them (error 303), and hangs compiling 512 or more. So rules are
