@@ -123,3 +123,11 @@ def test_every_noqa_says_why():
                  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if bare.search(line) and "noqa" in line.split("#", 1)[-1]]
     assert offenders == []
+
+
+def test_the_readme_architecture_names_every_folder_of_service():
+    readme = (SERVICE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Architecture"):]
+    section = section[: section.index("\n## ", 1)]
+    folders = sorted(p.name for p in SERVICE.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    assert [f for f in folders if f"`service/{f}/`" not in section] == []
