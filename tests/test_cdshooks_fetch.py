@@ -3,7 +3,6 @@ rules' data can be had neither way the answer is 412."""
 from __future__ import annotations
 
 from service.cdshooks.cards import EXTENSION_KEY
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import FhirServer, hook_request, ketamine_order, situation
 
 SIGN = "/cds-services/ketamine-screening-sign"

@@ -12,7 +12,6 @@ from schemas.intake import IntakeSchema
 from service.cdshooks.cards import EXTENSION_KEY
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import (ICD, amoxicillin_order, condition, hook_request, ketamine_order, nutrition_order,
                                     questionnaire_response, searchset, situation, now)
 

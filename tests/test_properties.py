@@ -43,6 +43,7 @@ from service.engine.base import partition_key
 from service.policy import conditions as C
 from service.ruleset import Ruleset, default_rules_path, load_ruleset
 from service.screening import screen
+from tests import conftest
 from tests.conftest import AS_OF, validated
 from tests.strategies import intakes, near_clean_intakes
 
@@ -50,7 +51,8 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 def decide(ruleset: Ruleset, raw: dict, **kw) -> Decision:
-    return screen(validated(copy.deepcopy(raw)), ruleset, as_of=AS_OF, decision_id="fixed", **kw)
+    """tests.conftest.decide with a fixed decision id, so two decisions compare equal."""
+    return conftest.decide(ruleset, raw, decision_id="fixed", **kw)
 
 
 def clean_eligible(d: Decision) -> bool:

@@ -12,8 +12,7 @@ from werkzeug.security import check_password_hash
 
 from service.cli import main as cli
 from service.web.users import UserDirectory, UsersConfigError, parse_users
-from tests.conftest import example
-from tests.dbfixtures import database_url  # noqa: F401 - the fixture, on SQLite and PostgreSQL
+from tests.conftest import app_settings, example
 from tests.web_support import PASSWORDS, csrf_token, intake_key, make_app, unique_subject, with_subject
 
 
@@ -445,11 +444,9 @@ def test_short_secret_key_stops_start_up(monkeypatch, tmp_path):
 
 def make_app_raw(monkeypatch, tmp_path):
     from service.app import create_app
-    from service.config import Settings
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return create_app(Settings.from_env(state_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/d.db",
-                                        reload_interval=0))
+    return create_app(app_settings(tmp_path))
 
 
 def test_users_cli_hashes_and_adds_people_who_can_then_sign_in(monkeypatch, tmp_path):

@@ -160,7 +160,7 @@ def gather(request_body: dict, settings: FetchSettings) -> dict[str, list[Any]]:
                 continue
             out[key] = resources_of(parsed)
             # A paginated prefetch (a next link) needs the server for the rest.
-            if parsed.__resource_type__ == "Bundle" and any(l.relation == "next" for l in parsed.link or []):
+            if parsed.__resource_type__ == "Bundle" and any(link.relation == "next" for link in parsed.link or []):
                 unsatisfied[key] = "paginated"
                 del out[key]
             continue

@@ -82,11 +82,11 @@ class GroupCommitter(Generic[T]):
         except StoreUnavailable as exc:
             for p in batch:
                 p.error = exc
-        except Exception:  # noqa: BLE001 - a row's own fault, perhaps: find which one
+        except Exception:
             for p in batch:
                 try:
                     self._write([p.item])
-                except Exception as row_exc:  # noqa: BLE001 - handed to its caller
+                except Exception as row_exc:
                     p.error = row_exc
                 else:
                     p.error = None

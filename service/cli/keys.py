@@ -12,7 +12,7 @@ from typing import Iterator
 import click
 
 from service.auth import PHYSICIAN_NAME, SCOPES, check_scopes, create_first_admin_key, create_key
-from service import cli_common as common
+from service.cli import common
 from service.store.base import Store, StoreUnavailable
 from service.store.factory import open_store
 from service.store.keys import ApiKeyRecord
