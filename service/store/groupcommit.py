@@ -80,7 +80,7 @@ class GroupCommitter(Generic[T]):
         try:
             turn = self._serialise()
             turn.__enter__()
-        except BaseException as exc:  # noqa: BLE001 - the queued rows fail with it, none is lost
+        except BaseException as exc:
             with self._cond:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
             for p in batch:
