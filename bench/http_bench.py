@@ -80,7 +80,7 @@ def _api_key(env: dict) -> tuple[str | None, str]:
             return create_key(store.keys, "bench", ["screen"]).token, "service.auth.create_key (no `keys create` CLI: " + last + ")"
         finally:
             store.close()
-    except Exception as exc:  # noqa: BLE001 - reported in the results, not fatal to the bench
+    except Exception as exc:  # reported in the results, not fatal to the bench
         return None, f"{last}; create_key: {exc}"
 
 
@@ -94,7 +94,7 @@ def _count_decisions(url: str) -> int | str:
             return store.count_decisions()
         finally:
             store.close()
-    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+    except Exception as exc:  # reported, not fatal
         return f"unknown ({exc})"
 
 
@@ -128,7 +128,7 @@ def _commit_cost(url: str, samples: int = 100) -> dict | str:
         finally:
             store.close()
         return {"save_decision_median_ms": round(statistics.median(ms), 3), "screen_ms": round(screen_ms, 3)}
-    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+    except Exception as exc:  # reported, not fatal
         return f"unknown ({exc})"
 
 

@@ -32,7 +32,7 @@ def markdown(r: dict) -> str:
         f"| `nproc` | {m['nproc']} |",
         f"| memory | {m['memory']} |",
         f"| Python | {m['python']} ({m['platform']}) |",
-        f"| packages | " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + " |",
+        "| packages | " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + " |",
         f"| commit | {m['git']} |",
         f"| load average (1, 5, 15 min) | {m['load_average_at_start']} at start, {r.get('load_average_at_end')} at end |",
         "",

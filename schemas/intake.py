@@ -142,6 +142,12 @@ class PsychiatricHistorySchema(StrictSchema, NotInFutureMixin):
     def _attempt(self, value, **_):
         self._check_not_future(value)
 
+    @validates_schema
+    def _attempt_answers(self, data, **_):
+        # "Never attempted" with a date of the last attempt is a contradiction, not a risk to guess.
+        if data.get("prior_suicide_attempt") is False and data.get("last_suicide_attempt") is not None:
+            raise ValidationError("must be null when prior_suicide_attempt is false", field_name="last_suicide_attempt")
+
 
 class SubstanceUseSchema(StrictSchema, NotInFutureMixin):
     substance = fields.String(required=True, validate=validate.OneOf(SUBSTANCES))
@@ -203,6 +209,12 @@ class PriorKetamineSchema(StrictSchema):
         allow_none=True,
         validate=validate.Length(max=len(KETAMINE_ADVERSE_EVENTS)),
     )
+
+    @validates_schema
+    def _treated_answers(self, data, **_):
+        # Adverse events on earlier ketamine for a patient never treated with it: a contradiction.
+        if data.get("previously_treated") is False and data.get("adverse_events"):
+            raise ValidationError("must be empty when previously_treated is false", field_name="adverse_events")
 
 
 class IntakeSchema(StrictSchema):

@@ -1,4 +1,4 @@
-"""Fixtures shared by tests/test_cdshooks_*.py (imported by them, so tests/conftest.py stays as is)."""
+"""Fixtures of the CDS Hooks tests (tests/test_cdshooks_*.py), loaded by tests/conftest.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,8 @@ import pytest
 from service.app import create_app
 from service.cdshooks.blueprint import CdsHooksState
 from service.cdshooks.jwt_auth import Issuer, Verifier
-from service.config import Settings
 from tests.cdshooks_support import ISSUER, Signer
+from tests.conftest import app_settings
 
 BASE_URL = "http://localhost"
 
@@ -22,7 +22,7 @@ def signer() -> Signer:
 @pytest.fixture(scope="module")
 def cds_app(tmp_path_factory, signer):
     tmp = tmp_path_factory.mktemp("cds")
-    app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp}/decisions.db"))
+    app = create_app(app_settings(tmp))
     jwks = signer.write_jwks(tmp)
     # The public base URL is configuration (SCREENING_CDS_BASE_URL), never the Host header.
     app.extensions["cds_hooks"] = CdsHooksState(

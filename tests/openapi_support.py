@@ -11,10 +11,9 @@ from werkzeug.serving import make_server
 
 def admin_headers(app: Flask) -> dict[str, str]:
     """A fresh key with every scope, in the header the description documents."""
-    from service.auth import create_key
+    from tests.conftest import bearer
 
-    keys = app.extensions["store"].keys
-    return {"Authorization": f"Bearer {create_key(keys, 'openapi-tests', ['admin']).token}"}
+    return bearer(app, ["admin"], "openapi-tests")
 
 
 @contextmanager

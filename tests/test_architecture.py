@@ -109,3 +109,25 @@ def test_service_has_no_import_cycle():
 def test_the_cycle_finder_finds_a_lazy_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_noqa_says_why():
+    """A suppressed finding (a noqa comment) names its code and, after " - ", why it stands."""
+    import re
+
+    root = SERVICE.parent
+    bare = re.compile(r"#\s*noqa(?!:\s*[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*\s+-\s+\S)", re.IGNORECASE)
+    offenders = [f"{path.relative_to(root)}:{number}"
+                 for folder in ("service", "tests", "bench", "scripts")
+                 for path in (root / folder).rglob("*.py")
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if bare.search(line) and "noqa" in line.split("#", 1)[-1]]
+    assert offenders == []
+
+
+def test_the_readme_architecture_names_every_folder_of_service():
+    readme = (SERVICE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Architecture"):]
+    section = section[: section.index("\n## ", 1)]
+    folders = sorted(p.name for p in SERVICE.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    assert [f for f in folders if f"`service/{f}/`" not in section] == []

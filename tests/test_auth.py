@@ -176,6 +176,21 @@ def test_keys_create_list_revoke(cli, db_app):
     assert missing.exit_code == 1 and "no API key" in missing.stderr
 
 
+def test_keys_create_issues_a_key_to_a_physician_who_signs_off_with_it(cli, db_app):
+    unbound = cli("keys", "create", "--name", "x", "--scope", "review")
+    assert unbound.exit_code == 0 and "cannot record sign-offs" in unbound.stderr
+    assert cli("keys", "create", "--name", "x", "--scope", "review", "--physician", "dr ada").exit_code == 2
+    made = json.loads(cli("keys", "create", "--name", "Dr Ada's key", "--scope", "review", "--scope", "screen",
+                          "--physician", "dr.ada", "--json").stdout)
+    assert made["physician"] == "dr.ada"
+    client = db_app.test_client()
+    headers = {"Authorization": f"Bearer {made['token']}"}
+    decision = client.post("/v1/screenings", json=example("review-substance-history"), headers=headers).get_json()
+    signed = client.post(f"/v1/decisions/{decision['decision_id']}/review", json={"action": "approve"}, headers=headers)
+    assert signed.status_code == 201
+    assert (signed.get_json()["reviewer"], signed.get_json()["client"]) == ("dr.ada", made["id"])
+
+
 def test_keys_create_refuses_unknown_scopes_and_needs_one(cli):
     assert cli("keys", "create", "--name", "x", "--scope", "everything").exit_code == 2
     assert cli("keys", "create", "--name", "x").exit_code == 2

@@ -16,7 +16,6 @@ from dateutil.relativedelta import relativedelta
 from schemas.intake import IntakeSchema
 from service.cdshooks.cards import EXTENSION_KEY, prune_empty
 from service.screening import screen
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_spec_model import validate_response
 
 CORPUS = Path(__file__).resolve().parent / "cdshooks_corpus" / "patients"

@@ -7,7 +7,6 @@ import pytest
 from service.cdshooks.cards import EXTENSION_KEY
 from service.cdshooks.fhir_fetch import DataUnavailable, FetchSettings, FhirClient
 from service.cdshooks.fhirjson import Node
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import FhirServer, hook_request, ketamine_order, situation
 
 SIGN = "/cds-services/ketamine-screening-sign"

@@ -12,7 +12,7 @@ from flask import Flask, jsonify
 from werkzeug.serving import make_server
 
 from service.cdshooks.jwt_auth import AuthError, Issuer, Verifier, parse_issuers
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
+from tests.conftest import app_settings
 from tests.cdshooks_support import ISSUER, KID, Signer, unsigned_token
 
 AUD = "https://cds.example.org/cds-services/ketamine-screening-sign"
@@ -159,12 +159,11 @@ def test_http_replay_is_refused(cds, signer):
 def test_environment_wiring(monkeypatch, tmp_path, signer):
     """SCREENING_CDS_ISSUERS and SCREENING_CDS_BASE_URL reach the app: aud is the public URL."""
     from service.app import create_app
-    from service.config import Settings
 
     path = signer.write_jwks(tmp_path)
     monkeypatch.setenv("SCREENING_CDS_ISSUERS", json.dumps({ISSUER: str(path)}))
     monkeypatch.setenv("SCREENING_CDS_BASE_URL", "https://cds.example.org/")
-    app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp_path}/d.db"))
+    app = create_app(app_settings(tmp_path))
     client = app.test_client()
     ok = signer.token("https://cds.example.org/cds-services")
     assert client.get("/cds-services", headers={"Authorization": f"Bearer {ok}"}).status_code == 200

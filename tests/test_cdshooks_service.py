@@ -12,7 +12,6 @@ from schemas.intake import IntakeSchema
 from service.cdshooks.cards import EXTENSION_KEY, prune_empty
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import (
     ICD,
     amoxicillin_order,

@@ -18,7 +18,6 @@ from service.cdshooks import terminology as term
 from service.cdshooks.cards import EXTENSION_KEY
 from service.cdshooks.discovery import PREFETCH
 from service.cdshooks.mapping import default_mapping
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_spec_model import validate_discovery, validate_response
 from tests.cdshooks_support import (
     ICD,

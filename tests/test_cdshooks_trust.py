@@ -21,7 +21,6 @@ from service.cdshooks.blueprint import FEEDBACK_KEPT, CdsHooksState
 from service.cdshooks.urls import public_base_url
 from service.cdshooks.jwt_auth import Issuer, Verifier, parse_issuers
 from service.config import Settings
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import ISSUER, FhirServer, hook_request, ketamine_order, situation
 
 SIGN = "/cds-services/ketamine-screening-sign"

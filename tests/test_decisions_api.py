@@ -9,9 +9,8 @@ import sqlite3
 import pytest
 
 from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
-from tests.conftest import example
+from service.auth import create_key
+from tests.conftest import app_settings, bearer, example
 from tests.dbfixtures import PostgresCluster
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -222,7 +221,7 @@ def test_an_invalid_sign_off_is_422_by_field(db_client, name, body, paths):
 def test_note_limit_is_the_same_in_the_api_and_on_the_page():
     from schemas.store import ReviewRequestSchema
     from service.signoff import MAX_NOTE_CHARS
-    from service.web import views  # noqa: F401 - the page takes its limit from service.signoff too
+    from service.web import views
 
     field = ReviewRequestSchema().fields["note"]
     assert any(getattr(v, "max", None) == MAX_NOTE_CHARS for v in field.validators)
@@ -321,10 +320,9 @@ def test_postgres_down_gives_503_then_resumes_without_loss_or_duplicates(tmp_pat
         conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     admin.dispose()
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path,
-                                       database_url=postgres_schema_url(schema)))
+    app = create_app(app_settings(tmp_path, database_url=postgres_schema_url(schema)))
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(app.extensions["store"].keys, "t", SCOPES).token
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(app)["Authorization"]
     accepted = [_screen(client, "eligible-iv")["decision_id"]]
     caplog.set_level(logging.INFO)
     try:
@@ -359,10 +357,9 @@ def test_sqlite_locked_gives_503_and_stores_nothing_then_resumes(tmp_path, caplo
     path = tmp_path / "log.sqlite3"
     # Rate limiting off: its counter is a write too and would meet the lock first (503 either way,
     # tests/test_rate_limit.py); this test is about the save after screening.
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, rate_limit="off",
-                                       database_url=f"sqlite:///{path}?timeout=0.3"))
+    app = create_app(app_settings(tmp_path, rate_limit="off", database_url=f"sqlite:///{path}?timeout=0.3"))
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(app.extensions["store"].keys, "t", SCOPES).token
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(app)["Authorization"]
     first = _screen(client, "eligible-iv")["decision_id"]
     caplog.set_level(logging.INFO)
     blocker = sqlite3.connect(path, isolation_level=None)

@@ -8,7 +8,6 @@ import json
 import pytest
 from prometheus_client import REGISTRY
 
-from service.app import create_app
 from service.batch import LineScreener, Summary
 from service.cdshooks.blueprint import CdsHooksState
 from service.cdshooks.jwt_auth import Issuer, Verifier
@@ -53,10 +52,9 @@ def test_a_valid_intake_reads_the_same_as_the_schema_loads_it(clean_intake):
 
 
 @pytest.fixture
-def cds_down(tmp_path, monkeypatch):
+def cds_down(new_app, tmp_path, monkeypatch):
     """A CDS Hooks client of an app whose decision log cannot be read or written."""
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path,
-                                       database_url=f"sqlite:///{tmp_path}/log.sqlite3"))
+    app = new_app()
     signer = Signer()
     app.extensions["cds_hooks"] = CdsHooksState(
         verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(signer.write_jwks(tmp_path)))}),
@@ -68,9 +66,8 @@ def cds_down(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "get_decision", down)
     client = app.test_client()
-    yield lambda path, body: client.post(
+    return lambda path, body: client.post(
         path, json=body, headers={"Authorization": f"Bearer {signer.token(f'http://localhost{path}')}"})
-    store.close()
 
 
 def test_cds_hooks_store_down_is_the_apps_503_with_its_metric(cds_down):

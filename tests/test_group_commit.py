@@ -16,7 +16,7 @@ from service.store.groupcommit import GroupCommitter
 from service.store.models import decisions
 from service.store.sql import SqlStore
 from service.decision import jsonable
-from tests.test_store import _save
+from tests.conftest import save_example
 
 
 class SlowLog:
@@ -135,7 +135,7 @@ def test_a_database_that_is_down_fails_every_row_of_the_batch():
 
 def test_concurrent_saves_land_in_the_log_once_each(db_store: SqlStore, ruleset):
     with ThreadPoolExecutor(8) as pool:
-        ids = list(pool.map(lambda i: _save(db_store, ruleset, "eligible-iv", subject=f"gc-{i}")[0].decision_id,
+        ids = list(pool.map(lambda i: save_example(db_store, ruleset, "eligible-iv", subject=f"gc-{i}")[0].decision_id,
                             range(40)))
     with db_store.engine.connect() as conn:
         stored = conn.execute(select(decisions.c.decision_id)).scalars().all()
@@ -145,7 +145,7 @@ def test_concurrent_saves_land_in_the_log_once_each(db_store: SqlStore, ruleset)
 
 
 def test_a_duplicate_decision_fails_alone_on_a_real_database(db_store: SqlStore, ruleset):
-    decision, raw = _save(db_store, ruleset, "eligible-iv", subject="dup")
+    decision, raw = save_example(db_store, ruleset, "eligible-iv", subject="dup")
     with pytest.raises(Exception) as caught:
         db_store.save_decision(decision, raw, client="k", source="http")
     assert not isinstance(caught.value, StoreUnavailable)
@@ -154,7 +154,7 @@ def test_a_duplicate_decision_fails_alone_on_a_real_database(db_store: SqlStore,
 
 
 def test_the_stored_body_is_the_text_the_response_carried(db_store: SqlStore, ruleset):
-    decision, raw = _save(db_store, ruleset, "eligible-iv", subject="first")
+    decision, raw = save_example(db_store, ruleset, "eligible-iv", subject="first")
     decision.decision_id = "body-as-sent"
     text = '{"decision_id":"body-as-sent","note":"as sent"}'
     db_store.save_decision(decision, jsonable(raw), client="k", source="http", body=text)
@@ -162,10 +162,10 @@ def test_the_stored_body_is_the_text_the_response_carried(db_store: SqlStore, ru
 
 
 def test_the_response_is_the_body_the_log_holds(db_app):
-    from tests.test_rate_limit import _key
+    from tests.conftest import bearer
     from tests.conftest import example
     client = db_app.test_client()
-    response = client.post("/v1/screenings", json=example("ineligible-several"), headers=_key(db_app, ["screen"]))
+    response = client.post("/v1/screenings", json=example("ineligible-several"), headers=bearer(db_app, ["screen"]))
     assert response.status_code == 200
     stored = db_app.extensions["store"].get_decision(response.get_json()["decision_id"])
     assert stored.body == response.get_json()

@@ -92,7 +92,7 @@ def test_the_indexed_engine_decides_as_the_reference_on_a_generated_pack(generat
     raw = _near_generated(raw, data) if near else raw
     try:
         intake = IntakeSchema().load(raw)
-    except Exception:  # noqa: BLE001 - an edit made it invalid; nothing to compare
+    except Exception:
         return
     assert durable.compiled.match(intake, AS_OF) == reference.match(intake, AS_OF)
 

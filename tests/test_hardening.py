@@ -8,8 +8,6 @@ import json
 
 import pytest
 
-from tests.dbfixtures import database_url, db_app, db_client  # noqa: F401 - fixtures (SQLite and PostgreSQL)
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.web_support import PASSWORDS, csrf_token, make_app
 
 

@@ -99,6 +99,24 @@ def test_unknown_pregnancy_status_is_asked_and_the_finding_is_not_shown_when_not
     assert decide(ruleset, example("eligible-iv")).findings == []
 
 
+def test_contradicting_answers_are_refused_by_the_contract_not_guessed():
+    from marshmallow import ValidationError
+
+    from schemas.intake import IntakeSchema
+    raw = example("eligible-iv")
+    raw["psychiatric_history"]["last_suicide_attempt"] = "2026-10-01"  # with prior_suicide_attempt: false
+    with pytest.raises(ValidationError) as exc:
+        IntakeSchema().load(raw)
+    assert "last_suicide_attempt" in exc.value.messages["psychiatric_history"]
+    raw = example("eligible-iv")
+    raw["prior_ketamine"]["adverse_events"] = ["psychosis"]  # with previously_treated: false
+    with pytest.raises(ValidationError) as exc:
+        IntakeSchema().load(raw)
+    assert "adverse_events" in exc.value.messages["prior_ketamine"]
+    raw["prior_ketamine"]["adverse_events"] = []
+    IntakeSchema().load(raw)
+
+
 # --- messages that render -----------------------------------------------------------------------
 
 def test_messages_name_the_substance_and_list_the_adverse_events(ruleset):

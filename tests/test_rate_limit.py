@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
+from service.auth import create_key
 from service.ratelimit import Rate, RateLimiter, parse_rate
 from service.store.models import rate_buckets
 from service.store.ratelimits import RateLimitStore
 from service.store.sql import SqlStore, make_engine
+from tests.conftest import app_settings, bearer
 
 URL = "/v1/rulesets/current"
 # Seconds before a minute's edge: where a fixed window let twice the limit through.
@@ -30,17 +30,11 @@ class Clock:
 
 
 def _app(database_url, tmp_path, rate="5/minute", clock=None, **settings):
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, database_url=database_url,
-                                       rate_limit=rate, **settings))
+    app = create_app(app_settings(tmp_path, database_url=database_url, rate_limit=rate, **settings))
     if clock is not None:
         app.extensions["limiter"].clock = clock
         app.extensions["limiter"].monotonic = clock
     return app
-
-
-def _key(app, scopes=SCOPES) -> dict:
-    token = create_key(app.extensions["store"].keys, "rate test", scopes).token
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -53,7 +47,7 @@ def limited(database_url, tmp_path):
 
 def test_the_sixth_request_in_a_burst_gets_429_with_retry_after(limited):
     app, clock = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for i in range(5):
         response = client.get(URL, headers=key)
         assert response.status_code == 200
@@ -74,7 +68,7 @@ def test_the_sixth_request_in_a_burst_gets_429_with_retry_after(limited):
 
 def test_another_key_is_unaffected(limited):
     app, _ = limited
-    client, busy, other = app.test_client(), _key(app), _key(app, ["read"])
+    client, busy, other = app.test_client(), bearer(app), bearer(app, ["read"])
     for _ in range(6):
         client.get(URL, headers=busy)
     assert client.get(URL, headers=busy).status_code == 429
@@ -85,7 +79,7 @@ def test_another_key_is_unaffected(limited):
 
 def test_the_limit_applies_across_operations_and_to_screenings(limited):
     app, _ = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for _ in range(5):
         assert client.get("/v1/decisions", headers=key).status_code == 200
     response = client.post("/v1/screenings", json={}, headers=key)
@@ -97,7 +91,7 @@ def test_no_double_burst_across_a_window_edge(limited):
     """Issue 18 item 7: a fixed window let 5 through just before a minute's edge and 5 more just
     after it. A token bucket lets through at most limit + rate × t in any span of t seconds."""
     app, clock = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     statuses = [client.get(URL, headers=key).status_code for _ in range(5)]  # at :59
     clock.now += 2  # the next minute has begun
     statuses += [client.get(URL, headers=key).status_code for _ in range(5)]
@@ -106,7 +100,7 @@ def test_no_double_burst_across_a_window_edge(limited):
 
 def test_tokens_come_back_at_the_rate(limited):
     app, clock = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for _ in range(6):
         client.get(URL, headers=key)
     clock.now += 11
@@ -120,7 +114,7 @@ def test_tokens_come_back_at_the_rate(limited):
 
 def test_full_buckets_are_deleted_so_the_table_does_not_grow(limited):
     app, clock = limited
-    client, first, second = app.test_client(), _key(app), _key(app)
+    client, first, second = app.test_client(), bearer(app), bearer(app)
     client.get(URL, headers=first)
     clock.now += 61  # the first key's bucket is full again
     app.extensions["limiter"].counters._next_prune = 0
@@ -135,7 +129,7 @@ def test_two_instances_on_one_database_share_the_count(database_url, tmp_path):
     first = _app(database_url, tmp_path / "a", clock=clock)
     second = _app(database_url, tmp_path / "b", clock=clock)
     try:
-        key = _key(first)
+        key = bearer(first)
         clients = [first.test_client(), second.test_client()]
         statuses = [clients[i % 2].get(URL, headers=key).status_code for i in range(8)]
         assert statuses == [200] * 5 + [429] * 3
@@ -252,7 +246,7 @@ def test_a_key_cache_of_zero_reads_the_key_every_time(database_url, tmp_path):
 
 def test_refused_requests_are_not_counted_and_unkeyed_routes_are_not_limited(limited):
     app, _ = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     for _ in range(10):
         assert client.get(URL, headers={"Authorization": "Bearer ks_0000000000000000_" + "x" * 40}
                           ).status_code == 401
@@ -267,7 +261,7 @@ def test_refused_requests_are_not_counted_and_unkeyed_routes_are_not_limited(lim
 
 def test_a_database_down_refuses_with_503_not_500(limited, tmp_path):
     app, _ = limited
-    client, key = app.test_client(), _key(app)
+    client, key = app.test_client(), bearer(app)
     assert client.get(URL, headers=key).status_code == 200
     # The key is admitted (from the log) and then the counters' database cannot be reached:
     # a PostgreSQL port nobody listens on, or a SQLite file in a directory that does not exist.
@@ -286,7 +280,7 @@ def test_off_disables_limiting_and_429_leaves_the_description(database_url, tmp_
     app = _app(database_url, tmp_path, rate="off")
     try:
         assert "limiter" not in app.extensions
-        client, key = app.test_client(), _key(app)
+        client, key = app.test_client(), bearer(app)
         for _ in range(8):
             response = client.get(URL, headers=key)
             assert response.status_code == 200
@@ -316,5 +310,4 @@ def test_rates_are_read(text, rate):
 def test_a_malformed_rate_stops_start_up_naming_the_variable(text, tmp_path, monkeypatch):
     monkeypatch.setenv("SCREENING_RATE_LIMIT", text)
     with pytest.raises(SystemExit, match="SCREENING_RATE_LIMIT"):
-        create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path,
-                                     database_url=f"sqlite:///{tmp_path}/log.sqlite3"))
+        create_app(app_settings(tmp_path))

@@ -4,11 +4,7 @@ from __future__ import annotations
 import copy
 
 from service.screening import screen
-from tests.conftest import AS_OF, example, validated
-
-
-def decide(ruleset, raw, **kw):
-    return screen(validated(raw), ruleset, as_of=AS_OF, **kw)
+from tests.conftest import AS_OF, decide, example, validated
 
 
 def test_clean_contract_intake_is_eligible_without_review(ruleset):

@@ -61,7 +61,7 @@ recorder = os.environ = RecordingEnviron(os.environ)
 import service
 skip = ("service.gunicorn_conf", "service.migrations")  # gunicorn's config file; Alembic's scripts
 for info in pkgutil.walk_packages(service.__path__, "service."):
-    if not info.name.startswith(skip):
+    if not info.name.startswith(skip) and not info.name.endswith(".__main__"):  # __main__ runs a command
         importlib.import_module(info.name)
 print(json.dumps(sorted(set(recorder.read))))
 """

@@ -19,23 +19,13 @@ from service.store import migrate
 from service.store.base import DecisionNotFound, ReviewNotAllowed, StoreUnavailable
 from service.store.models import api_keys, decisions, metadata, reviews
 from service.store.sql import SqlStore, encode_cursor
-from tests.conftest import ROOT, example, validated
+from tests.conftest import ROOT, example, save_example, validated
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _save(store, ruleset, name: str, subject: str | None = None, client: str = "k1", source: str = "http"):
-    raw = example(name)
-    if subject:
-        raw["subject_id"] = subject
-    intake = validated(raw)
-    decision = screen(intake, ruleset)
-    store.save_decision(decision, jsonable(intake), client=client, source=source)
-    return decision, raw
-
-
 def test_a_saved_decision_reads_back_exactly(db_store, ruleset):
-    decision, raw = _save(db_store, ruleset, "ineligible-several", client="key-123")
+    decision, raw = save_example(db_store, ruleset, "ineligible-several", client="key-123")
     stored = db_store.get_decision(decision.decision_id)
     assert stored.body == decision.to_dict()
     assert stored.intake == jsonable(validated(raw))
@@ -50,10 +40,10 @@ def test_a_saved_decision_reads_back_exactly(db_store, ruleset):
 
 
 def test_filters(db_store, ruleset):
-    clean, _ = _save(db_store, ruleset, "eligible-iv", subject="pt-a")
-    review, _ = _save(db_store, ruleset, "review-substance-history", subject="pt-a")
-    ineligible, _ = _save(db_store, ruleset, "ineligible-several", subject="pt-b")
-    incomplete, _ = _save(db_store, ruleset, "incomplete-no-vitals", subject="pt-c")
+    clean, _ = save_example(db_store, ruleset, "eligible-iv", subject="pt-a")
+    review, _ = save_example(db_store, ruleset, "review-substance-history", subject="pt-a")
+    ineligible, _ = save_example(db_store, ruleset, "ineligible-several", subject="pt-b")
+    incomplete, _ = save_example(db_store, ruleset, "incomplete-no-vitals", subject="pt-c")
     db_store.add_review(ineligible.decision_id, reviewer="dr-x", outcome="confirm", note="agreed")
     db_store.add_review(review.decision_id, reviewer="dr-x", outcome="decline", note="")
     db_store.add_review(review.decision_id, reviewer="dr-y", outcome="approve", note="second opinion")
@@ -83,7 +73,7 @@ def test_filters(db_store, ruleset):
 
 
 def test_cursor_pagination_visits_every_decision_once_newest_first(db_store, ruleset):
-    saved = [_save(db_store, ruleset, "eligible-iv", subject=f"pt-{i}")[0].decision_id for i in range(7)]
+    saved = [save_example(db_store, ruleset, "eligible-iv", subject=f"pt-{i}")[0].decision_id for i in range(7)]
     pages, cursor = [], None
     while True:
         items, cursor = db_store.list_decisions(limit=3, cursor=cursor)
@@ -94,7 +84,7 @@ def test_cursor_pagination_visits_every_decision_once_newest_first(db_store, rul
     assert [i for p in pages for i in p] == list(reversed(saved))
     # A decision recorded while paging appears on a first page, never inside a later one.
     first, cursor = db_store.list_decisions(limit=3)
-    newer = _save(db_store, ruleset, "eligible-iv", subject="pt-new")[0].decision_id
+    newer = save_example(db_store, ruleset, "eligible-iv", subject="pt-new")[0].decision_id
     rest, _ = db_store.list_decisions(limit=10, cursor=cursor)
     assert newer not in [s.decision_id for s in first + rest]
     assert len(first) + len(rest) == 7
@@ -113,7 +103,7 @@ def test_a_cursor_the_service_did_not_issue_is_refused(db_store, cursor):
 
 
 def test_reviews_are_appended_and_the_decision_never_changes(db_store, ruleset):
-    decision, _ = _save(db_store, ruleset, "review-substance-history")
+    decision, _ = save_example(db_store, ruleset, "review-substance-history")
     before = db_store.get_decision(decision.decision_id)
     first = db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="ok")
     second = db_store.add_review(decision.decision_id, reviewer="dr-b", outcome="decline", note="reconsidered")
@@ -125,7 +115,7 @@ def test_reviews_are_appended_and_the_decision_never_changes(db_store, ruleset):
 
     with pytest.raises(DecisionNotFound):
         db_store.add_review("no-such-id", reviewer="dr-a", outcome="approve", note="")
-    clean, _ = _save(db_store, ruleset, "eligible-iv")
+    clean, _ = save_example(db_store, ruleset, "eligible-iv")
     with pytest.raises(ReviewNotAllowed):
         db_store.add_review(clean.decision_id, reviewer="dr-a", outcome="approve", note="")
     with pytest.raises(ValueError):
@@ -138,7 +128,7 @@ def test_reviews_are_appended_and_the_decision_never_changes(db_store, ruleset):
 
 
 def test_the_database_itself_refuses_updates_and_deletes(db_store, ruleset):
-    decision, _ = _save(db_store, ruleset, "review-substance-history")
+    decision, _ = save_example(db_store, ruleset, "review-substance-history")
     db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="")
     attempts = [
         decisions.update().values(decision="ineligible"),
@@ -165,7 +155,7 @@ def test_the_database_refuses_replace_and_upsert_rewrites(db_store, ruleset):
 
     from service.store.models import cds_feedback
 
-    decision, _ = _save(db_store, ruleset, "review-substance-history")
+    decision, _ = save_example(db_store, ruleset, "review-substance-history")
     review = db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="ok")
     db_store.save_feedback({"decision_id": decision.decision_id, "service": "s", "client": "c", "outcome": "accepted"})
     with db_store.engine.connect() as conn:
@@ -201,12 +191,12 @@ def test_the_database_refuses_replace_and_upsert_rewrites(db_store, ruleset):
     assert stored.reviews == (review,)
     assert db_store.feedback_for(decision.decision_id)[0]["outcome"] == "accepted"
     # the service's own appends still work
-    _save(db_store, ruleset, "eligible-iv")
+    save_example(db_store, ruleset, "eligible-iv")
     db_store.add_review(decision.decision_id, reviewer="dr-b", outcome="decline", note="")
 
 
 def test_iter_intakes_oldest_first(db_store, ruleset):
-    saved = [_save(db_store, ruleset, name)[0].decision_id
+    saved = [save_example(db_store, ruleset, name)[0].decision_id
              for name in ("eligible-iv", "ineligible-several", "incomplete-no-vitals")]
     got = list(db_store.iter_intakes())
     assert [i for i, _ in got] == saved
@@ -226,7 +216,7 @@ def test_migrations_create_exactly_the_tables_the_code_uses(db_store):
 
 def test_migrating_again_is_a_no_op(database_url, ruleset):
     first = SqlStore(database_url)
-    _save(first, ruleset, "eligible-iv")
+    save_example(first, ruleset, "eligible-iv")
     second = SqlStore(database_url)
     assert second.count_decisions() == 1
     first.close()

@@ -14,7 +14,6 @@ import pytest
 
 import service.store
 from service.decision import jsonable
-from service.screening import screen
 from service.store import base
 from service.store.base import (CounterStore, DecisionNotFound, DecisionStore, JtiStore, KeyStore,
                                 Review, ReviewNotAllowed, Store, StoreUnavailable)
@@ -24,7 +23,7 @@ from service.store.ratelimits import RateLimitStore
 from service.store.signin_failures import SigninFailureStore
 from service.store.sql import SqlStore
 from service.store.web_sessions import WebSessionStore
-from tests.conftest import example, validated
+from tests.conftest import save_example, validated
 
 # Each protocol and the classes that implement it. A class in service/store that serves a
 # protocol but is missing here fails test_every_store_class_is_held_to_a_protocol.
@@ -155,16 +154,10 @@ def test_the_opened_store_and_its_parts_satisfy_their_protocols(store):
     store.ping()
 
 
-def _save(store, ruleset, name: str, client: str = "k1"):
-    intake = validated(example(name))
-    decision = screen(intake, ruleset)
-    store.save_decision(decision, jsonable(intake), client=client, source="http")
-    return decision, intake
-
-
 def test_decision_log_behaviour(store, ruleset):
-    clean, clean_intake = _save(store, ruleset, "eligible-iv")
-    review, _ = _save(store, ruleset, "review-substance-history", client="k2")
+    clean, clean_raw = save_example(store, ruleset, "eligible-iv")
+    clean_intake = validated(clean_raw)
+    review, _ = save_example(store, ruleset, "review-substance-history", client="k2")
     assert store.count_decisions() == 2
     got = store.get_decision(clean.decision_id)
     assert got.body == clean.to_dict() and got.intake == jsonable(clean_intake) and got.client == "k1"

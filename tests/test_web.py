@@ -12,8 +12,7 @@ from werkzeug.security import check_password_hash
 
 from service.cli import main as cli
 from service.web.users import UserDirectory, UsersConfigError, parse_users
-from tests.conftest import example
-from tests.dbfixtures import database_url  # noqa: F401 - the fixture, on SQLite and PostgreSQL
+from tests.conftest import app_settings, example
 from tests.web_support import PASSWORDS, csrf_token, intake_key, make_app, unique_subject, with_subject
 
 
@@ -356,6 +355,28 @@ def test_eligible_with_review_is_approved_or_declined_with_a_note(app, https_cli
     assert [r.outcome for r in app.extensions["store"].get_decision(decision["decision_id"]).reviews] == ["approve"]
 
 
+def test_old_review_records_still_read_sensibly(app, https_client, screened):
+    """Reviews from before sign-off actions: "approve" on an exclusion with a name the caller
+    typed, and a page sign-off without a credential. They show what they were, flagged."""
+    import datetime as dt
+    from sqlalchemy import insert
+    from service.store.models import reviews
+    decision = screened("ineligible-several")
+    with app.extensions["store"].engine.begin() as conn:
+        for i, (reviewer, outcome, client) in enumerate((("dr.ada", "decline", ""),
+                                                         ("Dr Free Text", "approve", "0123456789abcdef"))):
+            conn.execute(insert(reviews), {
+                "review_id": f"old-{i}-{decision['decision_id']}", "decision_id": decision["decision_id"],
+                "created_at": dt.datetime(2026, 11, 1, 9, i, tzinfo=dt.timezone.utc), "reviewer": reviewer,
+                "outcome": outcome, "note": "", "client": client})
+    sign_in(https_client, "nurse.bo")
+    text = re.sub(r"<[^>]+>", "", page(https_client, f"/decisions/{decision['decision_id']}"))
+    assert "Declined: treatment must not go ahead." in text
+    assert "recorded before credentials were kept" in text
+    assert "Approved (recorded before sign-off actions were matched to the decision)" in text
+    assert "name sent by API key 0123456789abcdef: not verified" in text
+
+
 def test_reviewer_is_the_signed_in_physician_not_the_form(app, https_client, screened):
     decision = screened("review-substance-history")
     sign_in(https_client, "dr.ada")
@@ -423,11 +444,9 @@ def test_short_secret_key_stops_start_up(monkeypatch, tmp_path):
 
 def make_app_raw(monkeypatch, tmp_path):
     from service.app import create_app
-    from service.config import Settings
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return create_app(Settings.from_env(state_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/d.db",
-                                        reload_interval=0))
+    return create_app(app_settings(tmp_path))
 
 
 def test_users_cli_hashes_and_adds_people_who_can_then_sign_in(monkeypatch, tmp_path):

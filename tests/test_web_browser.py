@@ -65,7 +65,7 @@ class QuietHandler(WSGIRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def live_pages(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         if os.environ.get("SCREENING_CHROMIUM"):
             pytest.fail(f"{CHROMIUM} is missing although scripts/test.d/30-chromium.sh ran")
@@ -86,7 +86,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser(live_pages):
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -141,8 +141,8 @@ def assert_accessible(page, where: str) -> None:
     page.set_viewport_size(size)
 
 
-def screen_over_http(server, name: str | dict) -> dict:
-    _, base, key = server
+def screen_over_http(live_pages, name: str | dict) -> dict:
+    _, base, key = live_pages
     raw = example(name) if isinstance(name, str) else name
     response = requests.post(f"{base}/v1/screenings", json=with_subject(raw, unique_subject()),
                              headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -171,9 +171,15 @@ def focused(page) -> str:
     return page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
 
 
-def test_physician_reads_and_confirms_an_exclusion(server, new_page):
-    app, base, _ = server
-    decision = screen_over_http(server, "ineligible-several")
+def focus_lands_on(page, element_id: str) -> bool:
+    """Autofocus runs once the page has rendered: wait for it (up to the page timeout)."""
+    page.wait_for_function("id => document.activeElement && document.activeElement.id === id", arg=element_id)
+    return True
+
+
+def test_physician_reads_and_confirms_an_exclusion(live_pages, new_page):
+    app, base, _ = live_pages
+    decision = screen_over_http(live_pages, "ineligible-several")
     subject, decision_id = decision["subject_id"], decision["decision_id"]
     assert len(decision["reasons"]) >= 3
 
@@ -222,7 +228,7 @@ def test_physician_reads_and_confirms_an_exclusion(server, new_page):
     page.get_by_label("Note").fill("Blood pressure uncontrolled; discussed with the patient.")
     page.get_by_role("button", name="Confirm the exclusion").click()
     page.wait_for_url(re.compile(re.escape(f"{base}/decisions/{decision_id}?signed=") + ".*#confirmation"))
-    assert focused(page) == "confirmation"  # the confirmation has the focus
+    assert focus_lands_on(page, "confirmation")  # the confirmation has the focus
     confirmation = page.locator("#confirmation")
     assert "Exclusion confirmed: treatment must not go ahead." in confirmation.inner_text()
     history = page.locator("table.history")
@@ -245,9 +251,9 @@ def test_physician_reads_and_confirms_an_exclusion(server, new_page):
     shot(page, "05-queue-confirmed")
 
 
-def test_clinician_reads_but_gets_no_sign_off_form(server, new_page):
-    _, base, _ = server
-    decision = screen_over_http(server, "review-substance-history")
+def test_clinician_reads_but_gets_no_sign_off_form(live_pages, new_page):
+    _, base, _ = live_pages
+    decision = screen_over_http(live_pages, "review-substance-history")
     page = new_page()
     sign_in(page, base, "nurse.bo")
     page.goto(f"{base}/decisions/{decision['decision_id']}")
@@ -258,10 +264,10 @@ def test_clinician_reads_but_gets_no_sign_off_form(server, new_page):
     shot(page, "06-clinician-view")
 
 
-def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, new_page):
+def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(live_pages, new_page):
     """The issue's "done when": by keyboard, at phone width, urgent first; the first screen
     shows the decision and the first reasons; errors and confirmations take the focus."""
-    app, base, _ = server
+    app, base, _ = live_pages
     # Clear what earlier tests left pending, so that this queue is known.
     store = app.extensions["store"]
     waiting, _ = store.review_queue(limit=200)
@@ -269,8 +275,8 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, n
         action = {"ineligible": "confirm", "incomplete": "decline", "eligible": "decline"}[item.decision]
         store.add_review(item.decision_id, reviewer="dr.ada", outcome=action, note="cleared by the test",
                          credential="session", client="s-test")
-    older = screen_over_http(server, "review-substance-history")
-    urgent = screen_over_http(server, urgent_intake())
+    older = screen_over_http(live_pages, "review-substance-history")
+    urgent = screen_over_http(live_pages, urgent_intake())
     assert urgent["urgent"]
     page = new_page(*PHONE)
     page.goto(f"{base}/login")
@@ -326,7 +332,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, n
     assert focused(page) == "Decline: treatment must not go ahead"
     with page.expect_navigation():
         page.keyboard.press("Enter")
-    assert focused(page) == "form-errors"
+    assert focus_lands_on(page, "form-errors")
     assert "A note is required to decline" in page.locator("#form-errors").inner_text()
     assert_accessible(page, "decision with sign-off errors")
     shot(page, "09-phone-sign-off-error", full_page=False)
@@ -340,7 +346,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, n
     assert focused(page) == "Decline: treatment must not go ahead"
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(".*#confirmation"))
-    assert focused(page) == "confirmation"
+    assert focus_lands_on(page, "confirmation")
     shot(page, "10-phone-confirmation", full_page=False)
     # "Next in queue" is the next thing to tab to.
     page.keyboard.press("Tab")
@@ -352,11 +358,11 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(server, n
     assert (review.outcome, review.reviewer) == ("decline", "dr.ada")
 
 
-def test_every_page_passes_axe_at_desktop_and_phone_widths(server, new_page):
-    _, base, _ = server
-    pages = {name: screen_over_http(server, name) for name in
+def test_every_page_passes_axe_at_desktop_and_phone_widths(live_pages, new_page):
+    _, base, _ = live_pages
+    pages = {name: screen_over_http(live_pages, name) for name in
              ("ineligible-several", "incomplete-no-vitals", "review-substance-history", "eligible-iv")}
-    urgent = screen_over_http(server, urgent_intake())
+    urgent = screen_over_http(live_pages, urgent_intake())
     page = new_page()
     page.goto(f"{base}/login")
     assert_accessible(page, "login")
@@ -401,11 +407,11 @@ def test_every_page_passes_axe_at_desktop_and_phone_widths(server, new_page):
     page.wait_for_url(f"{base}/login?next=/reviews")
 
 
-def test_pages_reflow_at_400_percent_zoom_and_meet_contrast(server, new_page):
-    _, base, _ = server
-    decision = screen_over_http(server, "ineligible-several")
-    incomplete = screen_over_http(server, "incomplete-no-vitals")
-    urgent = screen_over_http(server, urgent_intake())
+def test_pages_reflow_at_400_percent_zoom_and_meet_contrast(live_pages, new_page):
+    _, base, _ = live_pages
+    decision = screen_over_http(live_pages, "ineligible-several")
+    incomplete = screen_over_http(live_pages, "incomplete-no-vitals")
+    urgent = screen_over_http(live_pages, urgent_intake())
     assert urgent["urgent"]
     # 1280 CSS px at 400% zoom is a 320 px wide viewport (WCAG 1.4.10).
     page = new_page(320, 256)
@@ -435,9 +441,9 @@ def test_pages_reflow_at_400_percent_zoom_and_meet_contrast(server, new_page):
     shot(page, "17-queue-urgent")
 
 
-def test_decision_prints_without_navigation_or_forms(server, new_page):
-    _, base, _ = server
-    decision = screen_over_http(server, "ineligible-several")
+def test_decision_prints_without_navigation_or_forms(live_pages, new_page):
+    _, base, _ = live_pages
+    decision = screen_over_http(live_pages, "ineligible-several")
     page = new_page(800, 1000)
     sign_in(page, base, "dr.ada")
     page.goto(f"{base}/decisions/{decision['decision_id']}")
@@ -451,9 +457,9 @@ def test_decision_prints_without_navigation_or_forms(server, new_page):
     (ARTIFACTS / "18-decision-print.pdf").write_bytes(pdf)
 
 
-def test_the_axe_check_finds_violations_when_there_are_some(server, new_page):
+def test_the_axe_check_finds_violations_when_there_are_some(live_pages, new_page):
     """The accessibility checks above are only worth their passes if axe really runs."""
-    _, base, _ = server
+    _, base, _ = live_pages
     page = new_page()
     page.goto(f"{base}/login")
     page.evaluate("document.querySelector('main').insertAdjacentHTML('beforeend', '<img src=\"/x.png\">')")

@@ -11,7 +11,6 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from service.web.users import write_user
-from tests.dbfixtures import database_url  # noqa: F401 - the fixture, on SQLite and PostgreSQL
 from tests.web_support import PASSWORDS, csrf_token, make_app
 
 

@@ -18,7 +18,7 @@ CLOSE = {"Connection": "close"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def two_workers(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("web-workers")
     users_file = workdir / "users.json"
     write_user(users_file, "dr.ada", "physician", generate_password_hash(PASSWORDS["dr.ada"]))
@@ -28,42 +28,42 @@ def server(tmp_path_factory):
         yield running
 
 
-def sign_in(server, username: str, password: str) -> requests.Session:
+def sign_in(two_workers, username: str, password: str) -> requests.Session:
     session = requests.Session()
-    page = session.get(server.url + "/login", headers=CLOSE, timeout=10)
-    response = session.post(server.url + "/login", headers=CLOSE, timeout=10, allow_redirects=False, data={
+    page = session.get(two_workers.url + "/login", headers=CLOSE, timeout=10)
+    response = session.post(two_workers.url + "/login", headers=CLOSE, timeout=10, allow_redirects=False, data={
         "username": username, "password": password, "csrf_token": CSRF.search(page.text).group(1)})
     assert response.status_code == 302, response.text[-500:]
     return session
 
 
-def signed_in_pids(server, session: requests.Session, count: int = 24) -> set[int]:
+def signed_in_pids(two_workers, session: requests.Session, count: int = 24) -> set[int]:
     """Every response must be the signed-in page; returns the pids that served them."""
     for _ in range(count):
-        response = session.get(server.url + "/reviews", headers=CLOSE, timeout=10, allow_redirects=False)
+        response = session.get(two_workers.url + "/reviews", headers=CLOSE, timeout=10, allow_redirects=False)
         assert response.status_code == 200, "a worker did not know the session"
-    return {r["pid"] for r in server.log_records() if r.get("route") == "/reviews" and r.get("status") == 200}
+    return {r["pid"] for r in two_workers.log_records() if r.get("route") == "/reviews" and r.get("status") == 200}
 
 
-def test_a_sign_in_holds_on_every_worker_without_a_configured_key(server):
-    session = sign_in(server, "dr.ada", PASSWORDS["dr.ada"])
-    assert len(signed_in_pids(server, session)) == 2, "the test needs both workers to answer"
+def test_a_sign_in_holds_on_every_worker_without_a_configured_key(two_workers):
+    session = sign_in(two_workers, "dr.ada", PASSWORDS["dr.ada"])
+    assert len(signed_in_pids(two_workers, session)) == 2, "the test needs both workers to answer"
 
 
-def test_sign_out_ends_the_session_on_every_worker(server):
-    session = sign_in(server, "dr.ada", PASSWORDS["dr.ada"])
+def test_sign_out_ends_the_session_on_every_worker(two_workers):
+    session = sign_in(two_workers, "dr.ada", PASSWORDS["dr.ada"])
     stolen = dict(session.cookies)
-    page = session.get(server.url + "/", headers=CLOSE, timeout=10)
-    out = session.post(server.url + "/logout", headers=CLOSE, timeout=10, allow_redirects=False,
+    page = session.get(two_workers.url + "/", headers=CLOSE, timeout=10)
+    out = session.post(two_workers.url + "/logout", headers=CLOSE, timeout=10, allow_redirects=False,
                        data={"csrf_token": CSRF.search(page.text).group(1)})
     assert out.status_code == 302
     for _ in range(12):
-        replay = requests.get(server.url + "/reviews", cookies=stolen, headers=CLOSE, timeout=10,
+        replay = requests.get(two_workers.url + "/reviews", cookies=stolen, headers=CLOSE, timeout=10,
                               allow_redirects=False)
         assert replay.status_code == 302 and "/login" in replay.headers["Location"]
 
 
-def test_a_person_added_while_serving_signs_in_on_every_worker(server):
-    write_user(server.users_file, "dr.new", "physician", generate_password_hash("a new physician's password"))
-    session = sign_in(server, "dr.new", "a new physician's password")
-    signed_in_pids(server, session, 12)
+def test_a_person_added_while_serving_signs_in_on_every_worker(two_workers):
+    write_user(two_workers.users_file, "dr.new", "physician", generate_password_hash("a new physician's password"))
+    session = sign_in(two_workers, "dr.new", "a new physician's password")
+    signed_in_pids(two_workers, session, 12)

@@ -1,6 +1,6 @@
 """The durable-rules backend.
 
-How it stays inside durable-rules' limits (measured, see DEVELOPERS.md):
+How it stays inside durable-rules' limits (measured: docs/performance.md, tests/test_growth.py):
 - every rule is compiled to its alternatives (OR of ANDs); each alternative is one engine
   condition. durable-rules fires an alternative at most once per fact, and fails an assert
   that fires more than 64 of them (error 303), and hangs compiling 512 or more. So rules are
@@ -29,13 +29,14 @@ from typing import Any, Sequence
 import durable_rules_engine as dre
 
 from service.engine.base import EngineError, Match, layers, partition_key
-from service.engine.facts import COUNT_SUFFIX, FINDINGS, MARKER, build_fact
+from service.engine.facts import FINDINGS, MARKER, build_fact
 from service.engine.index import Guard, GuardIndex, guard_of, top_level_keys
 from service.policy import conditions as C
+from service.policy import operators
 from service.policy.model import Rule
 
-# 63 alternatives + the catch-all = 64, the most one assert can fire.
-SHARD_CONDITIONS = 63
+# 63 alternatives + the catch-all = 64, the most one assert can fire (the limit lint enforces).
+SHARD_CONDITIONS = operators.MAX_ALTERNATIVES
 CATCH_ALL = "catch_all"
 # Layers with more shards than this use the guard index to skip shards (service.engine.index).
 INDEX_MIN_SHARDS = 3
@@ -184,9 +185,6 @@ def _alternatives(rules: list[Rule], size: int) -> list[tuple[Rule, list[C.Condi
     return out
 
 
-_ORDER_OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
-
-
 def _literal(cond: C.Condition, prefix: str = "") -> dict:
     if isinstance(cond, C.Finding):
         if cond.negated:
@@ -196,31 +194,7 @@ def _literal(cond: C.Condition, prefix: str = "") -> dict:
         return {"$and": [_literal(i, prefix) for i in cond.items]}
     if isinstance(cond, C.AnyOf):
         return {"$or": [_literal(i, prefix) for i in cond.items]}
-    path = prefix + cond.path
-    op, value = cond.op, cond.operand
-    if op == "eq":
-        return {path: value}
-    if op == "ne":
-        return {"$neq": {path: value}}
-    if op in _ORDER_OPS:
-        return {_ORDER_OPS[op]: {path: value}}
-    if op == "in":
-        return {"$or": [{path: v} for v in value]}
-    if op == "not_in":
-        return {"$and": [{"$neq": {path: v}} for v in value]}
-    if op == "exists":
-        return {"$ex" if value else "$nex": {path: 1}}
-    if op == "contains":
-        return {"$iany": {path: {"$i": value}}}
-    if op == "contains_none":
-        return {"$iall": {path: {"$and": [{"$neq": {"$i": v}} for v in value]}}}
-    if op in C.DATE_OPS:
-        derived = path + (C.DAYS_SUFFIX if op.endswith("_days") else C.MONTHS_SUFFIX)
-        return {"$lte" if op.startswith("within") else "$gt": {derived: value}}
-    if op == "empty":
-        return {path + COUNT_SUFFIX: 0}
-    if op == "any_item":
-        return {"$iany": {path: _literal(value, "$i.")}}
-    if op == "all_items":
-        return {"$iall": {path: _literal(value, "$i.")}}
-    raise EngineError(f"operator '{op}' has no durable-rules form")
+    operator = operators.TABLE.get(cond.op)
+    if operator is None or operator.durable is None:
+        raise EngineError(f"operator '{cond.op}' has no durable-rules form")
+    return operator.durable(prefix + cond.path, cond.operand, _literal)

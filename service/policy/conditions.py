@@ -12,27 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Iterator, Union
 
-from dateutil.relativedelta import relativedelta
+from service.policy import operators as O
+from service.policy.operators import DAYS_SUFFIX as DAYS_SUFFIX  # re-exported: the fact builder's names
+from service.policy.operators import MONTHS_SUFFIX as MONTHS_SUFFIX
+from service.policy.operators import age as age
 
-COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte")
-MEMBERSHIP = ("in", "not_in")
-LIST_MEMBERSHIP = ("contains_any", "contains_none")  # on lists of plain values
-DATE_OPS = ("within_days", "within_months", "older_than_days", "older_than_months")
-OPERATORS = COMPARISONS + MEMBERSHIP + LIST_MEMBERSHIP + ("exists",) + DATE_OPS + ("any_item",)
-
-NEGATION = {
-    "eq": "ne", "ne": "eq", "gt": "lte", "lte": "gt", "gte": "lt", "lt": "gte",
-    "in": "not_in", "not_in": "in", "contains_any": "contains_none", "contains_none": "contains_any",
-    "within_days": "older_than_days", "older_than_days": "within_days",
-    "within_months": "older_than_months", "older_than_months": "within_months",
-}
-
-# Derived properties that the fact builder adds beside each date field.
-DAYS_SUFFIX = "__days_ago"
-MONTHS_SUFFIX = "__months_ago"
+# The operators and what each means live in one table (service.policy.operators); these names
+# are views of it for the code that groups them.
+OPERATORS = O.PUBLIC
+COMPARISONS = tuple(n for n in OPERATORS if O.TABLE[n].operand == O.VALUE)
+MEMBERSHIP = tuple(n for n in OPERATORS if O.TABLE[n].operand == O.VALUES and O.TABLE[n].field == O.SCALAR)
+LIST_MEMBERSHIP = tuple(n for n in OPERATORS if O.TABLE[n].field == O.VALUE_LIST)  # on lists of plain values
+DATE_OPS = tuple(n for n in OPERATORS if O.TABLE[n].field == O.DATE)
+NEGATION = {n: op.negation for n, op in O.TABLE.items()
+            if op.negation and op.operand in (O.VALUE, O.VALUES, O.COUNT)}
 
 
 @dataclass(frozen=True)
@@ -115,18 +110,19 @@ def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base:
         pos = (positions or {}).get(base + at)
         if op not in OPERATORS:
             raise ConditionSyntaxError(f"unknown operator '{op}'; operators: {', '.join(OPERATORS)}", at)
-        if op == "any_item":
+        kind = O.TABLE[op].operand
+        if kind == O.CONDITION:
             operand = parse(operand, at, positions, base)
-        elif op in MEMBERSHIP + LIST_MEMBERSHIP:
+        elif kind == O.VALUES:
             if not isinstance(operand, list) or not operand:
                 raise ConditionSyntaxError(f"'{op}' takes a non-empty list", at)
             if any(isinstance(v, (dict, list)) or v is None for v in operand):
                 raise ConditionSyntaxError(f"'{op}' takes a list of plain values", at)
             operand = tuple(operand)
-        elif op == "exists":
+        elif kind == O.BOOL:
             if not isinstance(operand, bool):
-                raise ConditionSyntaxError("'exists' takes true or false", at)
-        elif op in DATE_OPS:
+                raise ConditionSyntaxError(f"'{op}' takes true or false", at)
+        elif kind == O.COUNT:
             if isinstance(operand, bool) or not isinstance(operand, int) or operand < 0:
                 raise ConditionSyntaxError(f"'{op}' takes a whole number of days or months, 0 or more", at)
         elif isinstance(operand, (dict, list)) or operand is None:
@@ -248,33 +244,6 @@ def lookup(data: Any, path: str) -> Any:
     return cur
 
 
-def age(value: Any, as_of: dt.datetime) -> tuple[float, float]:
-    """(days, months) elapsed from a date/datetime to ``as_of``. Months are calendar months
-    plus the remaining days as a fraction below one, so ``within_months: 12`` is exact."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value)
-    return _age(value, as_of)
-
-
-@lru_cache(maxsize=4096)
-def _age(value: dt.date, as_of: dt.datetime) -> tuple[float, float]:
-    # Cached: the fact builder and every rule's explanation ask the same few dates of one
-    # screening, and calendar arithmetic is the dearest part of a date comparison.
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        days = (as_of - value).total_seconds() / 86400.0
-        start = value.astimezone(dt.timezone.utc).date()
-    else:
-        days = float((as_of.date() - value).days)
-        start = value
-    delta = relativedelta(as_of.date(), start)
-    months = delta.years * 12 + delta.months + (delta.days / 32.0 if delta.days else 0.0)
-    if days < 0:
-        months = -months if months > 0 else months
-    return days, months
-
-
 @dataclass
 class LeafResult:
     path: str
@@ -284,36 +253,14 @@ class LeafResult:
     held: bool
 
 
-def _compare(op: str, value: Any, operand: Any) -> bool:
+def _compare(op: str, value: Any, operand: Any, as_of: dt.datetime | None = None) -> bool:
+    """``value <op> operand`` by the operator's table entry; false on an absent value."""
     if value is MISSING:
         return False
-    try:
-        if op == "eq":
-            return value == operand and type(value) is type(operand) or (
-                isinstance(value, (int, float)) and not isinstance(value, bool)
-                and isinstance(operand, (int, float)) and not isinstance(operand, bool) and value == operand)
-        if op == "ne":
-            return not _compare("eq", value, operand)
-        if op == "gt":
-            return value > operand
-        if op == "gte":
-            return value >= operand
-        if op == "lt":
-            return value < operand
-        if op == "lte":
-            return value <= operand
-        if op == "in":
-            return any(_compare("eq", value, v) for v in operand)
-        if op == "not_in":
-            return not any(_compare("eq", value, v) for v in operand)
-        if op in LIST_MEMBERSHIP:
-            if not isinstance(value, list):
-                return False
-            found = any(_compare("eq", item, v) for item in value for v in operand)
-            return found if op == "contains_any" else not found
-    except TypeError:
-        return False
-    raise ValueError(f"not a comparison: {op}")
+    evaluate = O.TABLE[op].evaluate
+    if evaluate is None:
+        raise ValueError(f"not a comparison: {op}")
+    return evaluate(value, operand, as_of)
 
 
 class Evaluator:
@@ -353,15 +300,8 @@ class Evaluator:
                     if self.holds(leaf.operand, item, f"{full}[{i}].", trace)
                 ]
                 held = bool(matches) if leaf.op == "any_item" else len(matches) == len(value)
-        elif leaf.op in DATE_OPS:
-            if value is MISSING:
-                held = False
-            else:
-                days, months = age(value, self.as_of)
-                amount = days if leaf.op.endswith("_days") else months
-                held = amount <= leaf.operand if leaf.op.startswith("within") else amount > leaf.operand
         else:
-            held = _compare(leaf.op, value, leaf.operand)
+            held = _compare(leaf.op, value, leaf.operand, self.as_of)
         if trace is not None and leaf.op not in ("any_item", "all_items"):
             trace.append(LeafResult(full, leaf.op, leaf.operand, None if value is MISSING else value, held))
         return held

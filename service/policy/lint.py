@@ -14,15 +14,14 @@ from schemas.intake import FieldInfo, catalogue
 from service.engine.base import layers
 from service.policy import citations as citations_
 from service.policy import conditions as C
+from service.policy import operators as O
 from service.policy.model import Location, Rule, RulePack
 from service.policy.problems import Problem
 
 # One rule may compile to at most this many engine conditions (see service.engine.durable).
-MAX_ALTERNATIVES = 63
+MAX_ALTERNATIVES = O.MAX_ALTERNATIVES
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDER_PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
-
-_NUMERIC = ("gt", "gte", "lt", "lte")
 
 
 def lint(pack: RulePack) -> list[Problem]:
@@ -221,36 +220,38 @@ def _lint_condition(cond: C.Condition, fields: dict[str, FieldInfo], prefix: str
     if kind == "object":
         err(f"'{full}' is a group of fields; compare the fields inside it", "when", code="type", pos=leaf.pos)
         return
-    if op == "any_item":
+    # What the operator may test is its table entry's ``field`` (service.policy.operators).
+    accepts = O.TABLE[op].field
+    if accepts == O.RECORDS:
         if kind != "list" or not info.items:
-            err(f"'any_item' needs a list of records; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
+            err(f"'{op}' needs a list of records; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
         else:
             _lint_condition(leaf.operand, info.items, full + ".", err)
         return
     if kind == "list":
-        if op in C.LIST_MEMBERSHIP and not info.items:
+        if accepts == O.VALUE_LIST and not info.items:
             for value in leaf.operand:
                 if info.choices and value not in info.choices:
                     err(f"'{value}' is not a value of '{full}'{_suggest(str(value), list(info.choices))} (allowed: {', '.join(info.choices)})",
                         "when", code="enum", pos=leaf.pos)
-        elif op in C.LIST_MEMBERSHIP:
+        elif accepts == O.VALUE_LIST:
             err(f"'{op}' tests a list of plain values; '{full}' is a list of records: use any_item", "when", code="type", pos=leaf.pos)
-        elif op != "exists":
+        elif accepts != O.ANY:
             err(f"'{full}' is a list: use any_item, contains_any/contains_none (or exists)", "when", code="type", pos=leaf.pos)
         return
-    if op in C.LIST_MEMBERSHIP:
+    if accepts == O.VALUE_LIST:
         err(f"'{op}' needs a list field; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
         return
-    if op == "exists":
+    if accepts == O.ANY:
         return
-    if op in C.DATE_OPS:
+    if accepts == O.DATE:
         if kind not in ("date", "datetime"):
             err(f"'{op}' needs a date field; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
         return
     if kind in ("date", "datetime"):
-        err(f"compare dates with within_days/within_months/older_than_days/older_than_months, not '{op}'", "when", code="type", pos=leaf.pos)
+        err(f"compare dates with {', '.join(C.DATE_OPS[:-1])} or {C.DATE_OPS[-1]}, not '{op}'", "when", code="type", pos=leaf.pos)
         return
-    values = leaf.operand if op in C.MEMBERSHIP else (leaf.operand,)
+    values = leaf.operand if O.TABLE[op].operand == O.VALUES else (leaf.operand,)
     for value in values:
         problem = _type_problem(kind, value)
         if problem:
@@ -258,7 +259,7 @@ def _lint_condition(cond: C.Condition, fields: dict[str, FieldInfo], prefix: str
         elif info.choices and value not in info.choices:
             err(f"'{value}' is not a value of '{full}'{_suggest(str(value), list(info.choices))} (allowed: {', '.join(info.choices)})",
                 "when", code="enum", pos=leaf.pos)
-    if op in _NUMERIC and kind not in ("int", "number"):
+    if accepts == O.NUMBER and kind not in ("int", "number"):
         err(f"'{op}' orders numbers; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
 
 

@@ -57,10 +57,6 @@ class Rule:
     def applies(self, route: str | None, indication: str | None) -> bool:
         return route in self.routes and indication in self.indications
 
-    @property
-    def is_finding(self) -> bool:
-        return self.concludes is not None
-
 
 @dataclass(frozen=True)
 class TestCase:

@@ -16,8 +16,9 @@ once: retrying each would only make every caller wait the timeout again.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Callable, ContextManager, Generic, Sequence, TypeVar
 
 from service.store.base import StoreUnavailable
 
@@ -39,8 +40,13 @@ class _Pending(Generic[T]):
 class GroupCommitter(Generic[T]):
     """``write(items)`` writes a batch in one transaction, or raises and writes nothing."""
 
-    def __init__(self, write: Callable[[Sequence[T]], None], max_batch: int = MAX_BATCH):
+    def __init__(self, write: Callable[[Sequence[T]], None], max_batch: int = MAX_BATCH,
+                 serialise: Callable[[], ContextManager] = contextlib.nullcontext):
         self._write = write
+        # Held by the leader around taking a batch and writing it: with writers in other
+        # processes (SQLite), the batch is taken once this process's turn has come, so it holds
+        # everything that queued meanwhile.
+        self._serialise = serialise
         self._max_batch = max_batch
         self._cond = threading.Condition()
         self._queue: list[_Pending[T]] = []
@@ -60,16 +66,32 @@ class GroupCommitter(Generic[T]):
                     continue
                 # Nobody is writing: lead the next batch (ours is in it, or already done).
                 self._writing = True
-                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 self._cond.release()
                 try:
-                    self._commit(batch)
+                    self._lead()
                 finally:
                     self._cond.acquire()
                     self._writing = False
                     self._cond.notify_all()
         if mine.error is not None:
             raise mine.error
+
+    def _lead(self) -> None:
+        try:
+            turn = self._serialise()
+            turn.__enter__()
+        except BaseException as exc:
+            with self._cond:
+                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+            for p in batch:
+                p.error, p.done = exc, True
+            return
+        try:
+            with self._cond:
+                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+            self._commit(batch)
+        finally:
+            turn.__exit__(None, None, None)
 
     def _commit(self, batch: list[_Pending[T]]) -> None:
         # Until a write is known to have succeeded, every row counts as not written, whatever
@@ -82,11 +104,11 @@ class GroupCommitter(Generic[T]):
         except StoreUnavailable as exc:
             for p in batch:
                 p.error = exc
-        except Exception:  # noqa: BLE001 - a row's own fault, perhaps: find which one
+        except Exception:
             for p in batch:
                 try:
                     self._write([p.item])
-                except Exception as row_exc:  # noqa: BLE001 - handed to its caller
+                except Exception as row_exc:
                     p.error = row_exc
                 else:
                     p.error = None

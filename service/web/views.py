@@ -52,7 +52,10 @@ def _require_sign_in():
         csrf.protect()  # 400 before anything else when the token is missing or wrong
     if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
         if sid is not None:
-            # Signed out elsewhere, expired, or the person was removed from the users file.
+            # Signed out elsewhere, expired, or the person was removed from the users file
+            # (then their session row goes too).
+            if username:
+                current_app.extensions["web_sessions"].end(sid)
             session.clear()
         return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
     return None

@@ -1,140 +1,23 @@
-"""The ``screening`` command: serve, evaluate, and the policy editors' rules tools.
+"""``screening rules lint|test|show|diff``: the policy editors' tools.
 
-Exit codes of ``evaluate`` (for scripts): 0 eligible without review, 10 eligible with physician
-review, 20 ineligible, 30 incomplete, 65 the intake is not valid, 66 the input cannot be read,
-78 the rule pack is broken. ``rules lint``/``rules test``: 0 clean, 1 problems or failures.
+Exit codes of ``rules lint``/``rules test``: 0 clean, 1 problems or failures; 78 a pack that
+does not load.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from service import cli_common as common
-from service.cli_common import EXIT_DATAERR, EXIT_NOINPUT, as_of_option, rules_option
-from service.decision import INCOMPLETE, INELIGIBLE, Decision
-
-EXIT_ELIGIBLE, EXIT_REVIEW, EXIT_INELIGIBLE, EXIT_INCOMPLETE = 0, 10, 20, 30
+from service.cli import common
+from service.cli.common import as_of_option, rules_option
 
 
-@click.group()
-@click.version_option(package_name="ketamine-screening")
-def main() -> None:
-    """Ketamine treatment screening: decisions with every reason, from declarative rules."""
-
-
-@main.command()
-@click.option("--bind", default=None, help="HOST:PORT to listen on (default $SCREENING_BIND or 127.0.0.1:8000).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default $WEB_CONCURRENCY or 2).")
-def serve(bind: str | None, workers: int | None) -> None:
-    """Run the HTTP service under gunicorn (production form)."""
-    # Fail here, readably, rather than in every worker.
-    common.load_or_exit(None)
-    # Migrates the decision log, and on a first start prints an admin API key once.
-    from service.cli_keys import ensure_first_key
-    ensure_first_key()
-    conf = Path(__file__).with_name("gunicorn_conf.py")
-    args = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
-    if bind:
-        args += ["--bind", bind]
-    if workers:
-        args += ["--workers", str(workers)]
-    args.append("service.app:create_app()")
-    os.execv(sys.executable, args)  # nosec B606 - this interpreter running gunicorn; no shell, arguments are ours
-
-
-@main.command()
-@click.argument("intake_file", type=click.File("rb"), default="-")
-@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-@click.option("--explain", is_flag=True, help="Show every rule's outcome, not only the reasons.")
-@as_of_option()
-@rules_option
-def evaluate(intake_file, as_json: bool, explain: bool, as_of, rules_dir: Path | None) -> None:
-    """Screen one intake (a JSON file, or - for standard input)."""
-    from service.screening import screen
-
-    from service.errors import ServiceError
-    from service.intake_reader import Limits, read_intake
-
-    try:
-        data = intake_file.read()
-    except OSError as exc:
-        click.echo(f"{intake_file.name}: cannot read: {exc}", err=True)
-        raise SystemExit(EXIT_NOINPUT) from None
-    # Every channel's strict reader: the same document gets the same answer at a terminal
-    # (deep nesting, NaN, duplicate keys and unpaired surrogates are refused, not a traceback).
-    try:
-        intake = read_intake(data, Limits.of(common.settings()))
-    except ServiceError as exc:
-        click.echo(f"{intake_file.name}: {exc.message}", err=True)
-        for error in exc.errors:
-            click.echo(f"  {error['path']}: {error['message']}", err=True)
-        raise SystemExit(EXIT_DATAERR) from None
-    ruleset = common.load_or_exit(rules_dir)
-    decision = screen(intake, ruleset, as_of=as_of, explain=explain)
-    if as_json:
-        click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(format_decision(decision))
-    raise SystemExit(exit_code(decision))
-
-
-def exit_code(decision: Decision) -> int:
-    if decision.decision == INELIGIBLE:
-        return EXIT_INELIGIBLE
-    if decision.decision == INCOMPLETE:
-        return EXIT_INCOMPLETE
-    return EXIT_REVIEW if decision.physician_review_required else EXIT_ELIGIBLE
-
-
-_MARK = {"exclude": "✗", "review": "!"}
-
-
-def format_decision(decision: Decision) -> str:
-    review = "physician review required" if decision.physician_review_required else "no review required"
-    urgent = " — URGENT" if decision.urgent else ""
-    rs = decision.ruleset
-    lines = [
-        click.style(f"{decision.decision.upper()}", bold=True) + f" — {review}{urgent}",
-        f"subject {decision.subject_id} · ruleset {rs['name']} {rs['version']} ({rs['digest'][:19]}…) · "
-        f"{decision.evaluated_at.isoformat(timespec='seconds')}",
-    ]
-    if decision.reasons:
-        lines.append("")
-        lines.append("Reasons:")
-        for r in decision.reasons:
-            lines.append(f"  {_MARK[r.effect]} {r.rule_id} [{r.effect}, {r.severity}{', urgent' if r.priority == 'urgent' else ''}]")
-            lines.append(f"      {r.message}")
-            if r.evidence:
-                lines.append("      values: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in r.evidence.items()))
-            lines.append(f"      source: {r.citation}")
-    if decision.missing:
-        lines.append("")
-        lines.append("Missing (needed to decide): " + ", ".join(decision.missing))
-    if decision.findings:
-        lines.append("")
-        lines.append("Findings: " + ", ".join(f.finding for f in decision.findings))
-    if decision.explanation is not None:
-        lines.append("")
-        lines.append("Every rule:")
-        for e in decision.explanation:
-            detail = ""
-            if e.get("missing"):
-                detail = " — missing " + ", ".join(e["missing"])
-            elif e.get("comparisons"):
-                detail = " — " + "; ".join(
-                    f"{c['path']} {c['op']} {json.dumps(c['operand'])}: {json.dumps(c['value'])} → {'yes' if c['held'] else 'no'}"
-                    for c in e["comparisons"][:6])
-            lines.append(f"  {e['status']:<14} {e['rule_id']}{detail}")
-    return "\n".join(lines)
-
-
-@main.group()
+@click.group("rules")
 def rules() -> None:
-    """Tools for policy editors: lint, test, show."""
+    """Tools for policy editors: lint, test, show, diff."""
 
 
 @rules.command("lint")
@@ -224,7 +107,7 @@ def rules_basis(output: Path | None, check: bool, rules_dir: Path | None) -> Non
     """The clinical basis of every rule (rule, source, section, label/guideline/software default)."""
     from service.policy.basis import render
 
-    text = render(_load(rules_dir).pack)
+    text = render(common.load_or_exit(rules_dir).pack)
     if output is None:
         click.echo(text, nl=False)
         return
@@ -291,16 +174,3 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
     else:
         click.echo(text)
     raise SystemExit(1 if fail_on_change and report.changed else 0)
-
-
-from service.batch import batch_command  # noqa: E402 - the command groups, added after main
-main.add_command(batch_command)
-from service.schema_export import schemas_group  # noqa: E402 - the JSON Schema files for integrators
-main.add_command(schemas_group)
-from service.web.cli import users as users_group  # noqa: E402 - people who sign in to the pages
-main.add_command(users_group)
-from service.cli_keys import keys_group  # noqa: E402 - API keys: create, list, revoke
-main.add_command(keys_group)
-
-if __name__ == "__main__":
-    main()

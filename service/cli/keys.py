@@ -12,7 +12,7 @@ from typing import Iterator
 import click
 
 from service.auth import PHYSICIAN_NAME, SCOPES, check_scopes, create_first_admin_key, create_key
-from service import cli_common as common
+from service.cli import common
 from service.store.base import Store, StoreUnavailable
 from service.store.factory import open_store
 from service.store.keys import ApiKeyRecord
@@ -89,7 +89,8 @@ def keys_list(as_json: bool) -> None:
     for r in records:
         d = _describe(r)
         state = f"revoked {d['revoked_at']}" if r.revoked_at else "active"
-        click.echo(f"{r.id}  {r.name:<24} {' '.join(r.scopes):<26} created {d['created_at']}  {state}")
+        signs = f"  signs as {r.physician}" if r.physician else ""
+        click.echo(f"{r.id}  {r.name:<24} {' '.join(r.scopes):<26} created {d['created_at']}  {state}{signs}")
     if not records:
         click.echo("no API keys", err=True)
 

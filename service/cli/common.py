@@ -1,5 +1,6 @@
 """What every ``screening`` command shares: exit codes, the --rules and --as-of options, and
-loading a rule pack or exiting 78 with its problems. Commands import this module, never each other."""
+loading a rule pack or exiting 78 with its problems, and the run's one Settings. Command
+modules import this one, never service.cli.main (which imports them)."""
 from __future__ import annotations
 
 import datetime as dt

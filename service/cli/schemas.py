@@ -24,7 +24,7 @@ def schemas_group() -> None:
 def export_command(out_dir: Path | None, check: bool) -> None:
     from dataclasses import replace
 
-    from service import cli_common as common
+    from service.cli import common
     from service.app import create_app
 
     out_dir = out_dir or jsonschema.JSON_DIR

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from service import cli_common as common
+from service.cli import common
 from service.web.users import ROLES, UsersConfigError, hash_password, write_user
 
 MIN_PASSWORD_CHARS = 12
