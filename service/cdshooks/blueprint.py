@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import cross_origin
 from marshmallow import ValidationError
 
+from schemas.cdshooks import FEEDBACK_OUTCOMES
 from schemas.errors import dotted, flatten_messages
 from schemas.intake import IntakeSchema
 from service.cdshooks.cards import (
@@ -59,7 +60,6 @@ bp = Blueprint("cds_hooks", __name__)
 log = logging.getLogger("service.cdshooks")
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cds-hooks"'}
-_FEEDBACK_OUTCOMES = ("accepted", "overridden")
 FEEDBACK_KEPT = 1000
 
 
@@ -287,7 +287,7 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
     errors = []
     if not isinstance(item.get("card"), str) or not item["card"]:
         errors.append({"path": f"{path}.card", "message": "the card's uuid is required"})
-    if item.get("outcome") not in _FEEDBACK_OUTCOMES:
+    if item.get("outcome") not in FEEDBACK_OUTCOMES:
         errors.append({"path": f"{path}.outcome", "message": "must be 'accepted' or 'overridden'"})
     stamp = item.get("outcomeTimestamp")
     try:  # the spec: "ISO8601 representation of the date and time in Coordinated Universal Time (UTC)"

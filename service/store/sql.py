@@ -36,11 +36,12 @@ from service.store.signin_failures import SigninFailureStore
 from service.store.web_sessions import WebSessionStore
 from service.store.ratelimits import RateLimitStore
 from service.store.models import cds_feedback, cds_jti, decisions, reviews
+from schemas.patterns import DECISION_ID
 from service import signoff
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
-_DECISION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_DECISION_ID = re.compile(DECISION_ID)
 # How long a request waits for a connection or a lock before the caller gets 503.
 CONNECT_TIMEOUT_S = 5
 
