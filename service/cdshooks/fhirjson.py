@@ -13,7 +13,7 @@ import datetime as dt
 import re
 from typing import Any
 
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")   # matched whole (fullmatch)
 
 
 class Node:
@@ -82,7 +82,7 @@ def when(value: Any) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    m = _DATE.match(value)
+    m = _DATE.fullmatch(value)
     if m:
         try:
             return dt.datetime(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1), tzinfo=dt.timezone.utc)
@@ -99,7 +99,7 @@ def day(value: Any) -> dt.date | None:
     """A FHIR date (or the date of a dateTime); None for a partial date (it names no day)."""
     if not isinstance(value, str):
         return None
-    if re.match(r"^\d{4}-\d{2}-\d{2}$", value.strip()):
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         try:
             return dt.date.fromisoformat(value.strip())
         except ValueError:
