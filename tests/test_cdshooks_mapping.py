@@ -145,6 +145,16 @@ def test_ketamine_allergy_by_code_and_esketamine_by_text():
     assert _intake(allergies=[allergy])["allergies"] == {"ketamine": False, "esketamine": True}
 
 
+def test_an_allergy_coded_without_a_name_leaves_both_allergy_answers_unknown():
+    """Every ketamine and esketamine product's RxNorm name carries the ingredient's name; a bare
+    code the table does not list could be either drug, so the list's silence proves nothing."""
+    allergy = {"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/p"},
+               "code": {"coding": [{"system": RXN, "code": "2201621"}]}}
+    assert "allergies" not in _intake(allergies=[allergy])
+    allergy["code"]["coding"][0]["display"] = "penicillin V"      # named, and not either drug
+    assert _intake(allergies=[allergy])["allergies"] == {"ketamine": False, "esketamine": False}
+
+
 def test_order_identification_and_route():
     esk = Node(ketamine_order(drug="esketamine"))
     ket = Node(ketamine_order())

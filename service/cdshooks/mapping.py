@@ -447,7 +447,7 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
         conditions_state = _conditions(record.conditions, mapping, col, warnings)
     _questionnaire(record.questionnaire_responses, mapping, col)
     medications = _medications(record.medications, record.other_draft_orders, mapping, col, record.index)
-    _allergies(record.allergies, mapping, col)
+    allergies_read = _allergies(record.allergies, mapping, col, warnings)
 
     if conditions_state is not None:
         substance_use, all_read = conditions_state
@@ -468,7 +468,7 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
     if medications == [] and record.medications is not None:
         assumptions.append("medications")
         col.sources["medications"] = ["assumed: no active medication on the medication list"]
-    if record.allergies is not None:
+    if record.allergies is not None and allergies_read:
         for path in mapping.allergies:
             if col.default(path, False, "assumed: not on the allergy list"):
                 assumptions.append(path)
@@ -745,9 +745,13 @@ def _medications(statements: list | None, drafts: list, mapping: Mapping, col: _
     return out
 
 
-def _allergies(allergies: list | None, mapping: Mapping, col: _Collector) -> None:
+def _allergies(allergies: list | None, mapping: Mapping, col: _Collector, warnings: list[str]) -> bool:
+    """Whether every entry could be read. Every ketamine or esketamine product's RxNorm name
+    carries its ingredient's name, which the table matches; an entry with a code and no name or
+    text (a code the table does not list) could be either drug, so the list's silence proves nothing."""
     if allergies is None:
-        return
+        return False
+    unread = []
     for allergy in allergies:
         if not isinstance(allergy, Node):
             continue
@@ -755,10 +759,19 @@ def _allergies(allergies: list | None, mapping: Mapping, col: _Collector) -> Non
             continue
         if _status(allergy.clinicalStatus) in ("inactive", "resolved"):
             continue
+        matched = False
         for path, codes in mapping.allergies.items():
             hit = codes.matches(allergy.code)
             if hit:
+                matched = True
                 col.put(path, True, f"{ref(allergy)} ({hit})")
+        if not matched and not concept_texts(allergy.code):
+            unread.append(f"{ref(allergy)} ({_describe(allergy.code)})")
+    if unread:
+        warnings.append("Allergies that could not be read (a code with no name this service can place): "
+                        + "; ".join(unread[:5]) + (" …" if len(unread) > 5 else "")
+                        + ". Ketamine and esketamine allergies are therefore not assumed absent.")
+    return not unread
 
 
 def _questionnaire(responses: list, mapping: Mapping, col: _Collector) -> None:
