@@ -144,6 +144,8 @@ def _recent_attempt(days_ago: int) -> Callable[[dict], None]:
         psych = _obj(intake, "psychiatric_history")
         new = AS_OF.date() - dt.timedelta(days=days_ago)
         old = psych.get("last_suicide_attempt")
+        if old is None and psych.get("prior_suicide_attempt") is not False:
+            return  # the attempt or its date is unknown: a date would fill in an unknown, not add a risk
         if old is None or dt.date.fromisoformat(old) < new:
             psych["last_suicide_attempt"] = new.isoformat()
             psych["prior_suicide_attempt"] = True  # the contract refuses a date with "never attempted"
@@ -185,8 +187,9 @@ def contraindication_families() -> dict[str, st.SearchStrategy[Contraindication]
         f"{p} = true": st.just(Contraindication(f"{p} = true", _set(p, True))) for p in _risk_booleans()
     }
     # "Severe" as a yes/no must agree with the Child-Pugh grade when both are given.
+    # An escalation when a grade is given (moderate -> severe replaces the review by an exclusion).
     families["medical_history.severe_hepatic_impairment = true"] = st.just(Contraindication(
-        "severe hepatic impairment", _severe_hepatic))
+        "severe hepatic impairment", _severe_hepatic, strict=False))
     for p in ("treatment.rems_enrolled", "treatment.observation_2h_arranged", "treatment.transport_home_arranged"):
         families[f"{p} = false"] = st.just(Contraindication(f"{p} = false", _set(p, False)))
     # Active ideation is a risk with a plan, or with the plan unknown: not by itself.
