@@ -178,6 +178,14 @@ class MedicalHistorySchema(StrictSchema):
     # COPD or another chronic lung disease that impairs breathing
     chronic_respiratory_disease = _opt_bool()
 
+    @validates_schema
+    def _hepatic_answers(self, data, **_):
+        # The yes/no "severe" answer and the Child-Pugh grade must agree when both are given.
+        flag, grade = data.get("severe_hepatic_impairment"), data.get("hepatic_impairment")
+        if flag is not None and grade is not None and flag != (grade == "severe"):
+            raise ValidationError("must agree with hepatic_impairment (true exactly when the grade is severe)",
+                                  field_name="severe_hepatic_impairment")
+
 
 def _unicode_text(value: str) -> None:
     # JSON can spell an unpaired surrogate ("\ud800"); it is not text, and no encoder (the rules

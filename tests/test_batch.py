@@ -13,6 +13,12 @@ from service.cli import main
 from service.ruleset import default_rules_path
 from service.screening import screen
 from tests.conftest import AS_OF, example, validated
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+from schemas.intake import IntakeSchema
+from service.fastload import FastLoader
+from tests.strategies import intakes as intake_strategy
 
 EXAMPLES = ("eligible-iv", "ineligible-several", "incomplete-no-vitals", "review-substance-history")
 
@@ -185,13 +191,6 @@ def test_the_output_may_not_be_the_input(tmp_path):
 
 # --- the fast validation path (service/fastload.py) agrees with the marshmallow contract --------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from marshmallow import ValidationError  # noqa: E402
-
-from schemas.intake import IntakeSchema  # noqa: E402
-from service.fastload import FastLoader  # noqa: E402
-from tests.strategies import intakes as intake_strategy  # noqa: E402
 
 _SCHEMA = IntakeSchema()
 _FAST = FastLoader(IntakeSchema())

@@ -15,6 +15,10 @@ from service.engine.durable import SHARD_CONDITIONS
 from service.policy import conditions as C
 from service.ruleset import Ruleset, load_ruleset
 from service.screening import screen
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from service.engine.index import Guard, GuardIndex, guard_of
+from tests.strategies import intakes as intake_strategy
 
 
 def _check(tmp_path, size: int) -> dict:
@@ -56,12 +60,6 @@ def test_a_20000_rule_pack_still_decides_like_the_reference_backend(tmp_path):
 
 
 # --- the guard index (service/engine/index.py): same decisions, fewer conditions met -----------
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from service.engine.index import Guard, GuardIndex, guard_of  # noqa: E402
-from tests.strategies import intakes as intake_strategy  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def encode_cursor(seq: int) -> str:
 
 # A cursor this service issues is ~40 characters; seq is a 64-bit column on PostgreSQL.
 _MAX_CURSOR_CHARS = 100
-_MAX_SEQ = 2**63 - 1
+_MAX_SEQ = 9_223_372_036_854_775_807  # the largest BIGINT (PostgreSQL's seq column)
 
 
 def decode_cursor(cursor: str) -> int:
@@ -400,7 +400,6 @@ def _review_status_condition(status: str):
     return and_(required.is_(True), latest.in_(outcomes))
 
 
-_MAX_SEQ = 2**63 - 1
 
 
 def encode_queue_cursor(urgent: bool, seq: int) -> str:
