@@ -184,7 +184,7 @@ def contraindication_families() -> dict[str, st.SearchStrategy[Contraindication]
     }
     # "Severe" as a yes/no must agree with the Child-Pugh grade when both are given.
     families["medical_history.severe_hepatic_impairment = true"] = st.just(Contraindication(
-        "severe hepatic impairment", _severe_hepatic))
+        "severe hepatic impairment", _severe_hepatic, strict=False))  # may replace the moderate review
     for p in ("treatment.rems_enrolled", "treatment.observation_2h_arranged", "treatment.transport_home_arranged"):
         families[f"{p} = false"] = st.just(Contraindication(f"{p} = false", _set(p, False)))
     # Active ideation is a risk with a plan, or with the plan unknown: not by itself.
