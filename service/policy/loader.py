@@ -14,6 +14,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from schemas.errors import flatten_messages
+from schemas.catalog import CATALOG_FILE
 from schemas.intake import INDICATIONS, ROUTES
 from schemas.rulefile import (FixturesFileSchema, PackSchema, RuleFileSchema, RuleSchema, TestCaseSchema,
                               TestFileSchema)
@@ -60,7 +61,7 @@ class _Collector:
 def pack_files(root: Path) -> tuple[list[Path], list[Path]]:
     """(rule files, test files) in a pack directory, in name order."""
     files = sorted(p for p in root.glob("*.yaml") if p.is_file())
-    rule_files = [p for p in files if p.name not in (PACK_FILE, FIXTURES_FILE) and not p.name.endswith(TEST_SUFFIX)]
+    rule_files = [p for p in files if p.name not in (PACK_FILE, FIXTURES_FILE, CATALOG_FILE) and not p.name.endswith(TEST_SUFFIX)]
     test_files = [p for p in files if p.name.endswith(TEST_SUFFIX)]
     return rule_files, test_files
 
