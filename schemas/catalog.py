@@ -271,6 +271,8 @@ class Catalog:
         self.fields = top
         self.raw = raw
         self.source = source
+        # (line, column) of each key in the file, when read from one (for lint messages).
+        self.positions: dict = {}
 
     @cached_property
     def digest(self) -> str:

@@ -67,6 +67,9 @@ class PackSchema(_Strict):
     version = fields.String(required=True, validate=validate.Length(1, 64))
     description = fields.String(validate=validate.Length(max=4000))
     test_defaults = fields.Nested(TestDefaultsSchema, load_default=dict)
+    # The pack's field catalog, a file in the pack directory (default: fields.yaml if present).
+    fields = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.yaml$",
+                                                    error="must be the name of a .yaml file in the pack directory"))
 
 
 class FixturesFileSchema(_Strict):

@@ -30,7 +30,6 @@ from typing import Callable, Iterable, Iterator
 import click
 from marshmallow import ValidationError
 
-from schemas.intake import IntakeSchema
 from service.api.jsonbody import parse_json_bytes
 from service.api.problems import ApiError, validation_error
 from service.config import Settings
@@ -113,7 +112,7 @@ class LineScreener:
         self.as_of = as_of
         self.max_bytes = settings.max_body_bytes
         self.max_depth = settings.max_json_depth
-        self.schema = IntakeSchema()
+        self.schema = ruleset.intake_schema  # the catalog of the rules this batch runs
 
     def __call__(self, number: int, data: bytes, summary: Summary) -> str:
         try:

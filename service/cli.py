@@ -16,7 +16,6 @@ import click
 from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
 from service.config import Settings
 from service.decision import ELIGIBLE, INCOMPLETE, INELIGIBLE, Decision
 from service.engine import EngineError
@@ -103,14 +102,14 @@ def evaluate(intake_file, as_json: bool, explain: bool, as_of, rules_dir: Path |
         for error in exc.errors:
             click.echo(f"  {error['path']}: {error['message']}", err=True)
         raise SystemExit(EXIT_DATAERR) from None
+    ruleset = _load(rules_dir)
     try:
-        intake = IntakeSchema().load(raw)
+        intake = ruleset.intake_schema.load(raw)  # the pack's own field catalog
     except ValidationError as exc:
         click.echo(f"{intake_file.name}: the intake is not valid:", err=True)
         for path, message in flatten_messages(exc.messages):
             click.echo(f"  {dotted(path)}: {message}", err=True)
         raise SystemExit(EXIT_DATAERR) from None
-    ruleset = _load(rules_dir)
     when = as_of.replace(tzinfo=dt.timezone.utc) if as_of else None
     decision = screen(intake, ruleset, as_of=when, explain=explain)
     if as_json:

@@ -23,6 +23,12 @@ class Ruleset:
         return self.pack.summary()
 
     @cached_property
+    def intake_schema(self):
+        """The validator of intakes for these rules, from the pack's field catalog: swapped with
+        the rules in one step, so a field added with its rule is accepted from the same moment."""
+        return self.pack.catalog.intake_schema()
+
+    @cached_property
     def evaluation_order(self) -> tuple[Rule, ...]:
         """The rules with every finding rule before the rules that use it (the engine's layers),
         whatever order the files give them in."""

@@ -1,15 +1,30 @@
 """``screening schemas export``: write schemas/json/ from the description /openapi.json serves.
 
-Run it after changing a marshmallow contract (schemas/intake.py, schemas/decision.py) and commit
-the result; ``--check`` (for CI) exits 1 when the committed files are stale.
+Run it after changing a contract — the pack's field catalog (rules/ketamine-screening/fields.yaml)
+or schemas/decision.py — and commit the result; ``--check`` (for CI) exits 1 when the committed files are stale.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import click
 
 from schemas import jsonschema
+
+
+@contextlib.contextmanager
+def _quiet(*names: str):
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @click.group("schemas")
@@ -27,8 +42,10 @@ def export_command(out_dir: Path | None, check: bool) -> None:
     from service.config import Settings
 
     out_dir = out_dir or jsonschema.JSON_DIR
-    # No rule reloading thread: this process only builds the description.
-    document = openapi_document(create_app(Settings.from_env(reload_interval=0)))
+    # No rule reloading thread: this process only builds the description. Nobody signs in to
+    # this app, so the pages' start-up warnings (no users, no secret key) are not for this reader.
+    with _quiet("service.web", "service.app"):
+        document = openapi_document(create_app(Settings.from_env(reload_interval=0)))
     if check:
         stale = jsonschema.stale(document, out_dir)
         for name in stale:

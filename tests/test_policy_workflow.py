@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,15 @@ def _lower_threshold(pack_dir: Path) -> None:
     # the pack's own tests pin the boundary at 180: move them with the rule
     for test in pack_dir.glob("30-blood-pressure_test.yaml"):
         test.unlink()
+    bump_version(pack_dir, "2026.11.0-lower")
+
+
+def bump_version(pack_dir: Path, version: str) -> None:
+    """Every change names a new version (reload refuses a changed pack under an unchanged one)."""
+    pack = pack_dir / "pack.yaml"
+    text, count = re.subn(r"^version: .*$", f'version: "{version}"', pack.read_text(), flags=re.M)
+    assert count == 1
+    pack.write_text(text)
 
 
 def test_reload_swaps_a_good_candidate_and_refuses_a_broken_one(live):
@@ -320,7 +330,7 @@ def test_reload_under_load_loses_no_request_and_never_mixes_rulesets(live):
     app, pack_dir = live
     token = create_key(app.extensions["store"].keys, "load", SCOPES).token
     reloader = app.extensions["reloader"]
-    original = {p.name: p.read_text() for p in pack_dir.glob("30-blood-pressure*.yaml")}
+    original = {p.name: p.read_text() for p in [*pack_dir.glob("30-blood-pressure*.yaml"), pack_dir / "pack.yaml"]}
     digest_a = _digest(app)
     _lower_threshold(pack_dir)
     assert reloader.reload().status == "loaded"

@@ -203,8 +203,45 @@ def complete(spec: dict, app: Flask) -> dict:
     rate_limited = bool(app.config.get("RATELIMIT_ENABLED", app.extensions.get("limiter") is not None))
     for path, method, operation in _operations(doc):
         _error_responses(path, method, operation, rate_limited)
+    _intake_components(doc, app)
     _intake_examples(doc, app)
     return doc
+
+
+def _intake_components(doc: dict, app: Flask) -> None:
+    """The Intake and its parts as the served ruleset's field catalog defines them. The
+    blueprint registered the installation's schema at start; a reload that brings a catalog
+    with another field replaces those components, so the description never lags the validator."""
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+    from schemas.intake import SHIPPED
+
+    ruleset = getattr(app.extensions.get("rulesets"), "current", None)
+    catalog = getattr(getattr(ruleset, "pack", None), "catalog", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    if catalog is None or catalog.digest == SHIPPED.digest or "Intake" not in schemas:
+        return
+    plugin = MarshmallowPlugin()
+    spec = APISpec(doc["info"]["title"], doc["info"]["version"], doc["openapi"], plugins=[plugin])
+    plugin.converter.add_attribute_function(_nullable_ref_is_null)
+    spec.components.schema("Intake", schema=ruleset.intake_schema)
+    derived = spec.to_dict()["components"]["schemas"]
+    for name in _component_closure(schemas, "Intake"):
+        schemas.pop(name, None)
+    schemas.update(derived)
+
+
+def _component_closure(schemas: dict, name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in schemas:
+            continue
+        seen.add(current)
+        text = json.dumps(schemas[current])
+        todo.extend(part.split('"')[0] for part in text.split("#/components/schemas/")[1:])
+    return seen
 
 
 _DESCRIPTION = """\

@@ -15,8 +15,6 @@ from service.screening import screen
 
 blp = Blueprint("screenings", __name__, url_prefix="/v1", description="Screen an intake for ketamine treatment.")
 
-_intake_schema = IntakeSchema()
-
 
 class ScreeningQuerySchema(Schema):
     explain = fields.Boolean(load_default=False, metadata={"description": "Report every rule's outcome."})
@@ -34,8 +32,9 @@ class ScreeningQuerySchema(Schema):
 @blp.alt_response(503, schema=ErrorSchema, description="The decision log is down: no decision is given (Retry-After).")
 def create_screening(explain: bool = False):
     """Screen one intake."""
-    intake = load_body(_intake_schema, "intake")
+    # One read of the holder: the intake is validated by the catalog of the rules that screen it.
     ruleset = current_app.extensions["rulesets"].current
+    intake = load_body(ruleset.intake_schema, "intake")
     decision = screen(intake, ruleset, explain=explain)
     g.decision = decision  # for request logs and metrics, which never see intake values
     # Committed before it is returned: a decision that is not in the log is never handed out

@@ -16,7 +16,6 @@ from flask_cors import cross_origin
 from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
 from service.api.jsonbody import parse_json_object
 from service.api.problems import ApiError
 from service.cdshooks.cards import decision_card, unscreenable_card
@@ -140,7 +139,7 @@ def call_service(service_id: str):
         if mapped is None:
             continue  # not a screening indication (e.g. procedural anaesthesia)
         try:
-            intake = IntakeSchema().load(jsonable(mapped.raw))
+            intake = ruleset.intake_schema.load(jsonable(mapped.raw))
         except ValidationError as exc:
             problems = [{"path": dotted(p), "message": m} for p, m in flatten_messages(exc.messages)]
             cards.append(unscreenable_card(problems, route=order.route,

@@ -18,7 +18,6 @@ from typing import Callable, Iterable, Iterator
 
 from marshmallow import ValidationError
 
-from schemas.intake import IntakeSchema
 from service.decision import Decision
 from service.ruleset import Ruleset
 from service.screening import screen
@@ -53,6 +52,8 @@ class ImpactReport:
     causes: dict = field(default_factory=lambda: defaultdict(Counter))
     cases: list[ChangedCase] = field(default_factory=list)
     reasons_changed: int = 0
+    # (reference, which side) for intakes one contract accepts and the other refuses
+    contract_changed: list = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -85,21 +86,23 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, dict | None]]:
 def compare(current: Ruleset, candidate: Ruleset, intakes: Iterable[tuple[str, dict | None]],
             as_of: dt.datetime | None = None, progress: Callable[[], None] | None = None) -> ImpactReport:
     as_of = as_of or dt.datetime.now(dt.timezone.utc)
-    schema = IntakeSchema()
     report = ImpactReport(current.summary, candidate.summary)
     for ref, raw in intakes:
         if progress:
             progress()
         report.total += 1
-        try:
-            intake = schema.load(raw) if raw is not None else None
-        except ValidationError:
-            intake = None
-        if intake is None:
+        # Each ruleset reads the intake with its own field catalog: a field the candidate adds
+        # is unknown to the current contract, a field it removes is refused by the candidate.
+        old, new = _valid(current, raw), _valid(candidate, raw)
+        if old is None or new is None:
             report.invalid += 1
+            if (old is None) != (new is None):
+                report.contract_changed.append((ref, "valid only under the candidate" if old is None
+                                                else "valid only under the current rules"))
             continue
-        before = screen(intake, current, as_of=as_of, decision_id="-")
-        after = screen(intake, candidate, as_of=as_of, decision_id="-")
+        intake = new
+        before = screen(old, current, as_of=as_of, decision_id="-")
+        after = screen(new, candidate, as_of=as_of, decision_id="-")
         b_ids, a_ids = before.reason_ids, after.reason_ids
         added = [r for r in a_ids if r not in b_ids]
         removed = [r for r in b_ids if r not in a_ids]
@@ -112,6 +115,15 @@ def compare(current: Ruleset, candidate: Ruleset, intakes: Iterable[tuple[str, d
         elif added or removed:
             report.reasons_changed += 1
     return report
+
+
+def _valid(ruleset: Ruleset, raw: dict | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        return ruleset.intake_schema.load(raw)
+    except ValidationError:
+        return None
 
 
 def checkout_revision(revision: str, pack_dir: Path) -> Path:

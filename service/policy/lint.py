@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from schemas.intake import FieldInfo, catalogue
+from schemas.catalog import FieldInfo
 from service.policy import conditions as C
 from service.policy.model import Rule, RulePack
 from service.policy.problems import Problem
@@ -24,7 +24,7 @@ _NUMERIC = ("gt", "gte", "lt", "lte")
 
 
 def lint(pack: RulePack) -> list[Problem]:
-    fields = catalogue()
+    fields = pack.catalog.flat
     problems: list[Problem] = []
     seen: dict[str, Rule] = {}
     for rule in pack.rules:

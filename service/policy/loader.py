@@ -14,7 +14,8 @@ from typing import Any
 from marshmallow import ValidationError
 
 from schemas.errors import flatten_messages
-from schemas.catalog import CATALOG_FILE
+from schemas.catalog import CATALOG_FILE, Catalog, CatalogError
+from schemas.catalog import parse as parse_catalog
 from schemas.intake import INDICATIONS, ROUTES
 from schemas.rulefile import (FixturesFileSchema, PackSchema, RuleFileSchema, RuleSchema, TestCaseSchema,
                               TestFileSchema)
@@ -28,15 +29,26 @@ TEST_SUFFIX = "_test.yaml"
 
 
 class _Collector:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shown_as: Path | None = None):
         self.root = root
+        self.shown_as = shown_as
         self.problems: list[Problem] = []
 
     def rel(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root.parent if self.root.is_dir() else self.root.parent))
-        except ValueError:
-            return str(path)
+        """A file as the editor names it: under the directory they gave (``rules/…`` stays
+        ``rules/…``), relative to the working directory when inside it; a snapshot checked for a
+        reload is shown as the directory it was taken from."""
+        if self.shown_as is not None:
+            try:
+                path = self.shown_as / path.relative_to(self.root)
+            except ValueError:
+                pass
+        if path.is_absolute():
+            try:
+                return str(path.relative_to(Path.cwd()))
+            except ValueError:
+                return str(path)
+        return str(path)
 
     def add(self, path: Path, positions: yamlsrc.Positions | None, key: tuple, message: str,
             rule_id: str | None = None, level: str = "error", code: str = "schema") -> None:
@@ -66,10 +78,11 @@ def pack_files(root: Path) -> tuple[list[Path], list[Path]]:
     return rule_files, test_files
 
 
-def read_pack(root: Path | str) -> tuple[RulePack | None, list[Problem]]:
-    """Parse a pack and check its structure. Returns the pack (None if unusable) and problems."""
+def read_pack(root: Path | str, shown_as: Path | None = None) -> tuple[RulePack | None, list[Problem]]:
+    """Parse a pack and check its structure. Returns the pack (None if unusable) and problems.
+    ``shown_as``: the directory to name in problems (a reload checks a snapshot of it)."""
     root = Path(root)
-    col = _Collector(root)
+    col = _Collector(root, shown_as)
     if not root.is_dir():
         col.problems.append(Problem(Location(str(root)), "not a rule pack directory", code="io"))
         return None, col.problems
@@ -80,25 +93,26 @@ def read_pack(root: Path | str) -> tuple[RulePack | None, list[Problem]]:
         col.problems.append(Problem(Location(col.rel(root)), "no rule files (*.yaml) in the pack", code="io"))
     for path in rule_files:
         rules.extend(_read_rule_file(path, col))
+    catalog = _read_catalog(root, meta, col)
     fixtures = _read_fixtures(root / FIXTURES_FILE, col)
     tests: list[TestCase] = []
     for path in test_files:
         tests.extend(_read_test_file(path, fixtures, col))
-    if meta is None:
+    if meta is None or catalog is None:
         return None, col.problems
     pack = RulePack(
         name=meta["name"], version=meta["version"], description=meta.get("description", ""),
         rules=tuple(rules), source=str(root), fixtures=fixtures, tests=tests,
-        test_as_of=meta.get("test_defaults", {}).get("as_of"),
+        test_as_of=meta.get("test_defaults", {}).get("as_of"), catalog=catalog,
     )
     return pack, col.problems
 
 
-def load_pack(root: Path | str) -> RulePack:
+def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
     """A pack ready to compile: structure and lint both clean (warnings allowed)."""
     from service.policy.lint import lint  # lint imports the loader's helpers
 
-    pack, problems = read_pack(root)
+    pack, problems = read_pack(root, shown_as)
     if pack is not None:
         problems = problems + lint(pack)
     if pack is None or any(p.level == "error" for p in problems):
@@ -158,6 +172,40 @@ def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
             positions={k[len(base):]: v for k, v in positions.items() if k[:len(base)] == base},
         ))
     return rules
+
+
+def catalog_path(root: Path, meta: dict | None) -> Path | None:
+    """The pack's field catalog: the file pack.yaml names, else fields.yaml if the pack has one.
+    None: the pack uses the installation's catalog (schemas.intake.SHIPPED)."""
+    named = (meta or {}).get("fields")
+    if named:
+        return root / named
+    default = root / CATALOG_FILE
+    return default if default.is_file() else None
+
+
+def _read_catalog(root: Path, meta: dict | None, col: _Collector) -> Catalog | None:
+    path = catalog_path(root, meta)
+    if path is None:
+        from schemas.intake import SHIPPED
+        return SHIPPED
+    if not path.is_file():
+        col.problems.append(Problem(Location(col.rel(path)), "pack.yaml names a field catalog that does not exist",
+                                    code="io"))
+        return None
+    loaded = col.read(path)
+    if loaded is None:
+        return None
+    data, positions = loaded
+    try:
+        catalog = parse_catalog(data)
+    except CatalogError as exc:
+        for key, message in exc.problems:
+            col.add(path, positions, key, message, code="catalog")
+        return None
+    catalog.source = col.rel(path)
+    catalog.positions = positions
+    return catalog
 
 
 def _read_fixtures(path: Path, col: _Collector) -> dict[str, Any]:

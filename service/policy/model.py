@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from schemas.catalog import Catalog
 from schemas.intake import INDICATIONS, ROUTES
 from service.policy.conditions import Condition, findings_used
 
@@ -82,10 +83,15 @@ class RulePack:
     tests: list[TestCase] = field(default_factory=list)
     test_as_of: dt.datetime | None = None
     digest: str = ""
+    # The intake vocabulary the rules are written against (schemas.catalog); None: the shipped one.
+    catalog: Catalog | None = None
 
     def __post_init__(self) -> None:
+        if self.catalog is None:
+            from schemas.intake import SHIPPED
+            self.catalog = SHIPPED
         if not self.digest:
-            self.digest = compute_digest(self.name, self.rules)
+            self.digest = compute_digest(self.name, self.rules, self.catalog)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -106,10 +112,11 @@ class RulePack:
         return {"name": self.name, "version": self.version, "digest": self.digest}
 
 
-def compute_digest(name: str, rules: tuple[Rule, ...]) -> str:
-    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it."""
+def compute_digest(name: str, rules: tuple[Rule, ...], catalog: Catalog | None = None) -> str:
+    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it. The
+    field catalog is part of it: a changed vocabulary is a changed contract."""
     body = json.dumps(
-        {"name": name, "rules": [r.canonical for r in rules]},
+        {"name": name, "rules": [r.canonical for r in rules], "fields": catalog.raw if catalog else None},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
     )
     return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()

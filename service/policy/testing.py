@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
 from service.policy.model import TestCase
 from service.ruleset import Ruleset
 from service.screening import screen
@@ -58,7 +57,7 @@ class TestReport:
 
 def run_case(case: TestCase, ruleset: Ruleset) -> CaseResult:
     try:
-        intake = IntakeSchema().load(case.intake)
+        intake = ruleset.intake_schema.load(case.intake)
     except ValidationError as exc:
         problems = "; ".join(f"{dotted(p)}: {m}" for p, m in flatten_messages(exc.messages))
         return CaseResult(case, False, f"the case's intake is not valid: {problems}")

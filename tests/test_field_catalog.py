@@ -1,0 +1,245 @@
+"""The field catalog (fields.yaml) is the one definition of the intake vocabulary: validation,
+contracts, lint and labels derive from it, and a new field is a catalog edit taken on reload."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from marshmallow import ValidationError
+
+from schemas import catalog as cat
+from schemas.intake import SHIPPED, IntakeSchema
+from service.app import create_app
+from service.auth import SCOPES, create_key
+from service.config import Settings
+from service.policy.lint import lint
+from service.policy.loader import read_pack
+from service.ruleset import default_rules_path, load_ruleset
+from tests.conftest import EXAMPLES
+
+PACK = default_rules_path()
+ROOT = Path(__file__).resolve().parent.parent
+
+NEW_FIELD = """
+      pheochromocytoma:
+        type: boolean
+        label: Pheochromocytoma
+        question: Does the patient have a pheochromocytoma (untreated)?
+        fhir: {resource: Condition, mapping: conditions}
+"""
+NEW_RULE = """rules:
+  - id: pheochromocytoma
+    title: Untreated pheochromocytoma
+    when:
+      medical_history.pheochromocytoma: {eq: true}
+    effect: exclude
+    severity: absolute
+    message: "Untreated pheochromocytoma: ketamine's sympathomimetic effect can provoke a hypertensive crisis."
+    citation: "software default (sympathomimetic effect)"
+"""
+NEW_TESTS = """cases:
+  - name: pheochromocytoma excludes
+    base: clean_iv
+    intake: {medical_history: {pheochromocytoma: true}}
+    expect: {decision: ineligible, reasons: [pheochromocytoma]}
+  - name: no pheochromocytoma does not exclude
+    base: clean_iv
+    intake: {medical_history: {pheochromocytoma: false}}
+    expect: {decision: eligible, reasons: []}
+"""
+
+
+def copy_pack(tmp_path: Path) -> Path:
+    target = tmp_path / "ketamine-screening"
+    shutil.copytree(PACK, target)
+    return target
+
+
+def add_new_fact(pack_dir: Path, version: str = "2026.11.1") -> None:
+    """What docs/rules.md tells an editor to do: a catalog entry, a rule, its tests, a version."""
+    fields = pack_dir / "fields.yaml"
+    text = fields.read_text()
+    anchor = "      # Optional additions used by the default pack.\n"
+    assert anchor in text
+    fields.write_text(text.replace(anchor, NEW_FIELD.lstrip("\n") + anchor))
+    (pack_dir / "92-pheochromocytoma.yaml").write_text(NEW_RULE)
+    (pack_dir / "92-pheochromocytoma_test.yaml").write_text(NEW_TESTS)
+    pack = pack_dir / "pack.yaml"
+    pack.write_text(re.sub(r"^version: .*$", f'version: "{version}"', pack.read_text(), flags=re.M))
+
+
+# --- one definition ---------------------------------------------------------------------------
+
+def test_the_contract_is_derived_from_the_shipped_catalog():
+    schema = IntakeSchema()
+    assert list(schema.fields) == list(SHIPPED.fields)
+    vitals = schema.fields["vitals"].schema.fields
+    spec = SHIPPED.definition("vitals.systolic_bp").spec
+    assert vitals["systolic_bp"].metadata["x-unit"] == spec["unit"] == "mmHg"
+    assert load_ruleset(PACK).pack.catalog.digest == SHIPPED.digest
+
+
+def test_cross_field_checks_are_data():
+    raw = json.loads((EXAMPLES / "eligible-iv.json").read_text())
+    raw["vitals"].update(systolic_bp=120, diastolic_bp=120)
+    with pytest.raises(ValidationError) as exc:
+        IntakeSchema().load(raw)
+    assert exc.value.messages == {"vitals": {"diastolic_bp": ["must be lower than systolic_bp"]}}
+    assert SHIPPED.definition("vitals.diastolic_bp").spec["less_than"] == "vitals.systolic_bp"
+
+
+def test_every_fhir_reference_names_a_mapping_section():
+    """The catalog names how FHIR answers a field by reference; the codes live in service/cdshooks."""
+    mapping = yaml.safe_load((ROOT / "service" / "cdshooks" / "fhir_mapping.yaml").read_text())
+    for definition in SHIPPED._all():
+        ref = (definition.spec.get("fhir") or {}).get("mapping")
+        if ref is None:
+            continue
+        node = mapping
+        for part in ref.split("."):
+            assert isinstance(node, dict) and part in node, f"{definition.path}: fhir mapping '{ref}' is not in fhir_mapping.yaml"
+            node = node[part]
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda d: d["fields"]["patient"]["fields"]["age_years"].update(lable="Age"),
+     "'lable' is not a key of a integer field; did you mean 'label'?"),
+    (lambda d: d["fields"]["patient"]["fields"]["age_years"].update(type="interger"),
+     "type 'interger' is not one of"),
+    (lambda d: d["fields"]["vitals"]["fields"]["diastolic_bp"].update(less_than="vitals.systolc_bp"),
+     "less_than names 'vitals.systolc_bp', which is not a field; did you mean 'vitals.systolic_bp'?"),
+    (lambda d: d["fields"]["patient"]["fields"]["sex_at_birth"].update(values=[]),
+     "a choice needs `values`"),
+    (lambda d: d["fields"]["treatment"]["fields"]["route"].pop("required"),
+     "'treatment.route' is part of every intake"),
+])
+def test_catalog_mistakes_are_reported_with_file_and_line(tmp_path, edit, fragment):
+    pack_dir = copy_pack(tmp_path)
+    data = yaml.safe_load((pack_dir / "fields.yaml").read_text())
+    edit(data)
+    (pack_dir / "fields.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    pack, problems = read_pack(pack_dir)
+    assert pack is None
+    [problem] = [p for p in problems if fragment in p.message]
+    assert problem.location.file.endswith("fields.yaml") and problem.location.line, str(problem)
+    assert problem.code == "catalog"
+
+
+def test_the_digest_covers_the_catalog(tmp_path):
+    pack_dir = copy_pack(tmp_path)
+    before = load_ruleset(pack_dir).pack.digest
+    fields = pack_dir / "fields.yaml"
+    fields.write_text(fields.read_text().replace("label: Heart rate", "label: Pulse"))
+    assert load_ruleset(pack_dir).pack.digest != before
+
+
+# --- a new fact, no Python, no restart --------------------------------------------------------
+
+@pytest.fixture
+def live(tmp_path):
+    pack_dir = copy_pack(tmp_path)
+    app = create_app(Settings.from_env(rules_dir=pack_dir, reload_interval=0, state_dir=tmp_path / "state",
+                                       database_url=f"sqlite:///{tmp_path / 'log.sqlite3'}"))
+    token = create_key(app.extensions["store"].keys, "t", SCOPES).token
+    yield app, pack_dir, {"Authorization": f"Bearer {token}"}
+    app.extensions["store"].close()
+
+
+def test_a_new_field_is_a_catalog_edit_taken_on_reload(live):
+    app, pack_dir, headers = live
+    client = app.test_client()
+    intake = json.loads((EXAMPLES / "eligible-iv.json").read_text())
+    intake["medical_history"]["pheochromocytoma"] = True
+    refused = client.post("/v1/screenings", json=intake, headers=headers)
+    assert refused.status_code == 422
+    assert {"path": "medical_history.pheochromocytoma", "message": "Unknown field."} in refused.get_json()["error"]["errors"]
+
+    add_new_fact(pack_dir)
+    outcome = app.extensions["reloader"].reload()
+    assert outcome.status == "loaded", outcome.problems
+
+    screened = client.post("/v1/screenings", json=intake, headers=headers)
+    assert screened.status_code == 200, screened.get_data(as_text=True)
+    body = screened.get_json()
+    assert body["decision"] == "ineligible" and [r["rule_id"] for r in body["reasons"]] == ["pheochromocytoma"]
+    # The description integrators read, and the words clinicians read, follow the same catalog.
+    spec = client.get("/openapi.json").get_json()
+    assert spec["components"]["schemas"]["MedicalHistory"]["properties"]["pheochromocytoma"] == {
+        "type": "boolean", "nullable": True}
+    with app.test_request_context():
+        from service.web.labels import path_label
+        assert path_label("medical_history.pheochromocytoma") == "Medical history › Pheochromocytoma"
+
+
+def test_a_change_the_service_binds_at_start_is_refused_with_the_reason(live):
+    app, pack_dir, _ = live
+    fields = pack_dir / "fields.yaml"
+    fields.write_text(fields.read_text().replace("values: [iv_ketamine, esketamine_nasal]",
+                                                 "values: [iv_ketamine, esketamine_nasal, oral_ketamine]"))
+    pack = pack_dir / "pack.yaml"
+    pack.write_text(re.sub(r"^version: .*$", 'version: "2026.11.2"', pack.read_text(), flags=re.M))
+    outcome = app.extensions["reloader"].reload()
+    assert outcome.status == "refused"
+    assert any("this change needs a restart because" in p and "treatment.route" in p for p in outcome.problems), outcome
+
+
+def test_a_changed_pack_under_the_same_version_is_refused(live):
+    app, pack_dir, _ = live
+    before = app.extensions["rulesets"].current.pack.digest
+    path = pack_dir / "95-age.yaml"
+    path.write_text(path.read_text().replace("needs physician review.", "needs physician review (rev. B)."))
+    outcome = app.extensions["reloader"].reload()
+    assert outcome.status == "refused"
+    assert any("bump `version`" in p for p in outcome.problems), outcome.problems
+    assert app.extensions["rulesets"].current.pack.digest == before
+
+
+# --- reload reporting ---------------------------------------------------------------------------
+
+def test_one_bad_edit_is_counted_once_across_workers_and_its_clearing_is_logged(tmp_path, caplog):
+    """Two apps over one directory and one state directory stand for two gunicorn workers."""
+    from service.observability.metrics import REGISTRY
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("screening_ruleset_reload_failures_total") or 0.0
+
+    pack_dir = copy_pack(tmp_path)
+    apps = [create_app(Settings.from_env(rules_dir=pack_dir, reload_interval=0, state_dir=tmp_path / "state",
+                                         database_url=f"sqlite:///{tmp_path / f'log{i}.sqlite3'}")) for i in range(2)]
+    before = failures()
+    (pack_dir / "99-broken.yaml").write_text("rules: [ {id: broken")
+    outcomes = [a.extensions["reloader"].reload() for a in apps]
+    assert [o.status for o in outcomes] == ["refused", "refused"]
+    assert failures() == before + 1
+    (pack_dir / "99-broken.yaml").unlink()
+    with caplog.at_level(logging.INFO, logger="screening.reload"):
+        assert apps[0].extensions["reloader"].reload().status == "unchanged"
+    assert any("reload error cleared" in r.getMessage() for r in caplog.records)
+    for a in apps:
+        a.extensions["store"].close()
+
+
+def test_metric_help_texts_name_every_cause():
+    from service.observability.metrics import RELOAD_FAILURES
+    help_text = RELOAD_FAILURES._documentation
+    for cause in ("lint", "compile", "failing rule test", "version", "restart", "once per change"):
+        assert cause in help_text
+
+
+def test_schemas_export_prints_no_sign_in_warnings(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SCREENING_USERS", "SCREENING_SECRET_KEY")}
+    env.update(SCREENING_STATE_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    done = subprocess.run([sys.executable, "-m", "service.cli", "schemas", "export", "--check"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "SCREENING_USERS" not in done.stderr + done.stdout
+    assert "SCREENING_SECRET_KEY" not in done.stderr + done.stdout
