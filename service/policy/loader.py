@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import difflib
 from pathlib import Path
 from typing import Any
 
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields
 
 from schemas.errors import flatten_messages
 from schemas.catalog import CATALOG_FILE, Catalog, CatalogError
@@ -33,21 +34,25 @@ class _Collector:
         self.root = root
         self.shown_as = shown_as
         self.problems: list[Problem] = []
+        # ids and findings of rules that could not be loaded (their references are not errors)
+        self.unloaded: set[str] = set()
 
     def rel(self, path: Path) -> str:
         """A file as the editor names it: under the directory they gave (``rules/…`` stays
-        ``rules/…``), relative to the working directory when inside it; a snapshot checked for a
-        reload is shown as the directory it was taken from."""
+        ``rules/…``), relative to the working directory when inside it, else from the pack's
+        directory name; a snapshot checked for a reload is shown as the directory it was taken from."""
         if self.shown_as is not None:
             try:
                 path = self.shown_as / path.relative_to(self.root)
             except ValueError:
                 pass
-        if path.is_absolute():
+        if not path.is_absolute():
+            return str(path)
+        for base in (Path.cwd(), (self.shown_as or self.root).parent):
             try:
-                return str(path.relative_to(Path.cwd()))
+                return str(path.relative_to(base))
             except ValueError:
-                return str(path)
+                continue
         return str(path)
 
     def add(self, path: Path, positions: yamlsrc.Positions | None, key: tuple, message: str,
@@ -65,9 +70,47 @@ class _Collector:
         return None
 
     def schema_errors(self, path: Path, positions: yamlsrc.Positions, base: tuple, messages: Any,
-                      rule_id: str | None = None) -> None:
+                      rule_id: str | None = None, data: Any = None, schema: Schema | None = None) -> None:
         for key, message in flatten_messages(messages):
+            message = _explain(message, key, data, schema)
             self.add(path, positions, base + key, f"{'.'.join(map(str, key)) or 'file'}: {message}", rule_id)
+
+
+def _explain(message: str, key: tuple, data: Any, schema: Schema | None) -> str:
+    """marshmallow's words, with the editor's likely meaning: 'requries' -> 'requires',
+    'reveiw' -> 'review'."""
+    if schema is None or not key:
+        return message
+    if message == "Unknown field.":
+        owner = _schema_at(schema, key[:-1])
+        if owner is not None:
+            known = [f.data_key or n for n, f in owner.fields.items()]
+            close = difflib.get_close_matches(str(key[-1]), known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            return f"unknown key '{key[-1]}'{hint} (keys: {', '.join(known)})"
+    if message.startswith("Must be one of: "):
+        value = data
+        for part in key:
+            value = value.get(part) if isinstance(value, dict) else (
+                value[part] if isinstance(value, list) and isinstance(part, int) and part < len(value) else None)
+        choices = message[len("Must be one of: "):].rstrip(".").split(", ")
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+        if close:
+            return f"'{value}' is not allowed; did you mean '{close[0]}'? ({message})"
+    return message
+
+
+def _schema_at(schema: Schema, key: tuple) -> Schema | None:
+    for part in key:
+        if isinstance(part, int):
+            continue
+        field = schema.fields.get(part)
+        if isinstance(field, fields.List):
+            field = field.inner
+        if not isinstance(field, fields.Nested):
+            return None
+        schema = field.schema
+    return schema
 
 
 def pack_files(root: Path) -> tuple[list[Path], list[Path]]:
@@ -104,8 +147,16 @@ def read_pack(root: Path | str, shown_as: Path | None = None) -> tuple[RulePack 
         name=meta["name"], version=meta["version"], description=meta.get("description", ""),
         rules=tuple(rules), source=str(root), fixtures=fixtures, tests=tests,
         test_as_of=meta.get("test_defaults", {}).get("as_of"), catalog=catalog,
+        unloaded=frozenset(col.unloaded), modified={col.rel(p): _mtime(p) for p in rule_files},
     )
     return pack, col.problems
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
@@ -143,21 +194,28 @@ def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
     try:
         RuleFileSchema().load(data if isinstance(data, dict) else {"rules": data})
     except ValidationError as exc:
-        col.schema_errors(path, positions, (), exc.messages)
+        col.schema_errors(path, positions, (), exc.messages, data=data, schema=RuleFileSchema())
         return []
     rules = []
     for index, raw in enumerate(data["rules"]):
         base = ("rules", index)
         rule_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        schema = RuleSchema()
         try:
-            loaded_rule = RuleSchema().load(raw)
+            loaded_rule = schema.load(raw)
         except ValidationError as exc:
-            col.schema_errors(path, positions, base, exc.messages, rule_id)
-            continue
-        try:
-            when = conditions.parse(loaded_rule["when"], (), positions, base + ("when",))
-        except conditions.ConditionSyntaxError as exc:
-            col.add(path, positions, base + ("when",) + exc.where, f"when: {exc}", rule_id)
+            col.schema_errors(path, positions, base, exc.messages, rule_id, raw, schema)
+            loaded_rule = None
+        # The condition is checked even when a key is wrong: every mistake of a rule at once.
+        when = None
+        if isinstance(raw, dict) and isinstance(raw.get("when"), dict):
+            when, errors = conditions.parse_all(raw["when"], positions, base + ("when",))
+            for error in errors:
+                col.add(path, positions, base + ("when",) + error.where, f"when: {error}", rule_id)
+        if loaded_rule is None or when is None:
+            # Not loaded: what it names is not reported again as missing elsewhere (no cascade).
+            if isinstance(raw, dict):
+                col.unloaded.update(str(raw[k]) for k in ("id", "concludes") if isinstance(raw.get(k), str))
             continue
         applies = loaded_rule.get("applies_to", {})
         line, column = yamlsrc.position(positions, base)
@@ -235,10 +293,11 @@ def _read_test_file(path: Path, fixtures: dict, col: _Collector) -> list[TestCas
     cases = []
     for index, raw in enumerate(data["cases"]):
         base = ("cases", index)
+        schema = TestCaseSchema()
         try:
-            case = TestCaseSchema().load(raw)
+            case = schema.load(raw)
         except ValidationError as exc:
-            col.schema_errors(path, positions, base, exc.messages)
+            col.schema_errors(path, positions, base, exc.messages, data=raw, schema=schema)
             continue
         if case.get("base") and case["base"] not in fixtures:
             col.add(path, positions, base + ("base",), f"unknown fixture '{case['base']}'; fixtures: {', '.join(sorted(fixtures)) or 'none'}", code="test")

@@ -85,6 +85,10 @@ class RulePack:
     digest: str = ""
     # The intake vocabulary the rules are written against (schemas.catalog); None: the shipped one.
     catalog: Catalog | None = None
+    # Ids and findings of rules the loader could not read (lint does not report them as missing).
+    unloaded: frozenset = frozenset()
+    # Rule file -> modification time, so a duplicate is reported against the newer file.
+    modified: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.catalog is None:
