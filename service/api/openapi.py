@@ -212,9 +212,6 @@ def _intake_components(doc: dict, app: Flask) -> None:
     """The Intake and its parts as the served ruleset's field catalog defines them. The
     blueprint registered the installation's schema at start; a reload that brings a catalog
     with another field replaces those components, so the description never lags the validator."""
-    from apispec import APISpec
-    from apispec.ext.marshmallow import MarshmallowPlugin
-
     from schemas.intake import SHIPPED
 
     ruleset = getattr(app.extensions.get("rulesets"), "current", None)
@@ -222,14 +219,23 @@ def _intake_components(doc: dict, app: Flask) -> None:
     schemas = doc.get("components", {}).get("schemas", {})
     if catalog is None or catalog.digest == SHIPPED.digest or "Intake" not in schemas:
         return
-    plugin = MarshmallowPlugin()
-    spec = APISpec(doc["info"]["title"], doc["info"]["version"], doc["openapi"], plugins=[plugin])
-    plugin.converter.add_attribute_function(_nullable_ref_is_null)
-    spec.components.schema("Intake", schema=ruleset.intake_schema)
-    derived = spec.to_dict()["components"]["schemas"]
+    derived = intake_components(ruleset.intake_schema, doc["info"]["title"], doc["info"]["version"], doc["openapi"])
     for name in _component_closure(schemas, "Intake"):
         schemas.pop(name, None)
     schemas.update(derived)
+
+
+def intake_components(intake_schema, title: str = "intake", version: str = "1", openapi: str = "3.0.3") -> dict:
+    """OpenAPI components for an intake schema, converted as the served description converts
+    it (one converter, so the JSON Schema of a candidate catalog compares with the published one)."""
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title, version, openapi, plugins=[plugin])
+    plugin.converter.add_attribute_function(_nullable_ref_is_null)
+    spec.components.schema("Intake", schema=intake_schema)
+    return spec.to_dict()["components"]["schemas"]
 
 
 def _component_closure(schemas: dict, name: str) -> set[str]:
