@@ -60,7 +60,7 @@ def copy_pack(tmp_path: Path) -> Path:
     return target
 
 
-def add_new_fact(pack_dir: Path, version: str = "2026.11.1") -> None:
+def add_new_fact(pack_dir: Path, version: str = "9999.1.0-pheochromocytoma") -> None:
     """What docs/rules.md tells an editor to do: a catalog entry, a rule, its tests, a version."""
     fields = pack_dir / "fields.yaml"
     text = fields.read_text()
