@@ -16,12 +16,20 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
 CATALOG_FILE = "fields.yaml"
 TYPES = ("boolean", "integer", "text", "choice", "date", "datetime", "group", "list")
@@ -192,7 +200,6 @@ def _parse_field(name: str, spec: Any, path: str, at: tuple, problems: list, ite
     if kind == "integer" and is_int(spec.get("min")) and is_int(spec.get("max")) and spec["min"] > spec["max"]:
         problems.append((at + ("min",), f"min {spec['min']} is above max {spec['max']}"))
     if "pattern" in spec:
-        import re
         try:
             re.compile(spec["pattern"]) if isinstance(spec["pattern"], str) else None
             if not isinstance(spec["pattern"], str):
@@ -305,7 +312,6 @@ class Catalog:
 
     def definition(self, path: str) -> FieldDef | None:
         """A field by path, item fields included (``medications.class``); indexes ignored."""
-        import re
         path = re.sub(r"\[\d+\]", "", path)
         info = self.flat.get(path)
         if info is not None:

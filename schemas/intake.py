@@ -19,8 +19,16 @@ from pathlib import Path
 
 from marshmallow import Schema
 
-from schemas.catalog import (CATALOG_FILE, FUTURE_TOLERANCE, MAX_RECORDS, Catalog, FieldInfo, StrictBoolean,
-                             StrictSchema, load)
+from schemas.catalog import (
+    CATALOG_FILE,
+    FUTURE_TOLERANCE,
+    MAX_RECORDS,
+    Catalog,
+    FieldInfo,
+    StrictBoolean,
+    StrictSchema,
+    load,
+)
 
 __all__ = ["IntakeSchema", "FieldInfo", "StrictBoolean", "StrictSchema", "FUTURE_TOLERANCE", "MAX_LIST_ITEMS",
            "SHIPPED", "catalogue", "shipped_catalog_path"]

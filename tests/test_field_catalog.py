@@ -12,12 +12,10 @@ import pytest
 import yaml
 from marshmallow import ValidationError
 
-from schemas import catalog as cat
 from schemas.intake import SHIPPED, IntakeSchema
 from service.app import create_app
 from service.auth import SCOPES, create_key
 from service.config import Settings
-from service.policy.lint import lint
 from service.policy.loader import read_pack
 from service.ruleset import default_rules_path, load_ruleset
 from tests.conftest import EXAMPLES

@@ -235,6 +235,13 @@ def _contract_lines(report: ImpactReport) -> list[str]:
     return lines
 
 
+def _case_block(title: str, cases: list[ChangedCase], max_cases: int) -> list[str]:
+    lines = [title] + [_case_line(case) for case in cases[:max_cases]]
+    if len(cases) > max_cases:
+        lines.append(f"  … and {len(cases) - max_cases} more (use --format markdown or html for all)")
+    return lines
+
+
 def render_text(report: ImpactReport, max_cases: int = 50) -> str:
     lines = _header(report) + [""]
     rows = _rows(report)
@@ -246,19 +253,9 @@ def render_text(report: ImpactReport, max_cases: int = 50) -> str:
         lines.append("  ".join(str(h).ljust(widths[i]) if i < 4 else h for i, h in enumerate(head)))
         for row in rows:
             lines.append("  ".join(str(v).ljust(widths[i]) if i < 4 else str(v) for i, v in enumerate(row)))
-        lines.append("")
-        lines.append("Cases whose decision changes:")
-        for case in report.cases[:max_cases]:
-            lines.append(_case_line(case))
-        if len(report.cases) > max_cases:
-            lines.append(f"  … and {len(report.cases) - max_cases} more (use --format markdown or html for all)")
+        lines += ["", *_case_block("Cases whose decision changes:", report.cases, max_cases)]
     if report.reason_cases:
-        lines.append("")
-        lines.append("Cases that keep their decision with different reasons:")
-        for case in report.reason_cases[:max_cases]:
-            lines.append(_case_line(case))
-        if len(report.reason_cases) > max_cases:
-            lines.append(f"  … and {len(report.reason_cases) - max_cases} more (use --format markdown or html for all)")
+        lines += ["", *_case_block("Cases that keep their decision with different reasons:", report.reason_cases, max_cases)]
     lines += _contract_lines(report)
     return "\n".join(lines)
 

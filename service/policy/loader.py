@@ -14,12 +14,18 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields
 
-from schemas.errors import flatten_messages
 from schemas.catalog import CATALOG_FILE, Catalog, CatalogError
 from schemas.catalog import parse as parse_catalog
+from schemas.errors import flatten_messages
 from schemas.intake import INDICATIONS, ROUTES
-from schemas.rulefile import (FixturesFileSchema, PackSchema, RuleFileSchema, RuleSchema, TestCaseSchema,
-                              TestFileSchema)
+from schemas.rulefile import (
+    FixturesFileSchema,
+    PackSchema,
+    RuleFileSchema,
+    RuleSchema,
+    TestCaseSchema,
+    TestFileSchema,
+)
 from service.policy import conditions, yamlsrc
 from service.policy.model import Location, Rule, RulePack, TestCase
 from service.policy.problems import Problem, RulePackError
@@ -68,6 +74,12 @@ class _Collector:
         except OSError as exc:
             self.problems.append(Problem(Location(self.rel(path)), f"cannot read: {exc.strerror}", code="io"))
         return None
+
+    def read_required(self, path: Path, missing: str) -> tuple[Any, yamlsrc.Positions] | None:
+        if not path.is_file():
+            self.problems.append(Problem(Location(self.rel(path)), missing, code="io"))
+            return None
+        return self.read(path)
 
     def schema_errors(self, path: Path, positions: yamlsrc.Positions, base: tuple, messages: Any,
                       rule_id: str | None = None, data: Any = None, schema: Schema | None = None) -> None:
@@ -172,10 +184,7 @@ def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
 
 
 def _read_meta(path: Path, col: _Collector) -> dict | None:
-    if not path.exists():
-        col.problems.append(Problem(Location(col.rel(path)), "missing pack.yaml (name and version of the pack)", code="io"))
-        return None
-    loaded = col.read(path)
+    loaded = col.read_required(path, "missing pack.yaml (name and version of the pack)")
     if loaded is None:
         return None
     data, positions = loaded
@@ -247,11 +256,7 @@ def _read_catalog(root: Path, meta: dict | None, col: _Collector) -> Catalog | N
     if path is None:
         from schemas.intake import SHIPPED
         return SHIPPED
-    if not path.is_file():
-        col.problems.append(Problem(Location(col.rel(path)), "pack.yaml names a field catalog that does not exist",
-                                    code="io"))
-        return None
-    loaded = col.read(path)
+    loaded = col.read_required(path, "pack.yaml names a field catalog that does not exist")
     if loaded is None:
         return None
     data, positions = loaded
