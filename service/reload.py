@@ -215,14 +215,18 @@ class Reloader:
             started = time.monotonic()
             self._seen = signature(self.rules_dir)
             candidate_dir = snapshot(self.rules_dir)
+            served = self.holder.current.pack.digest
             try:
                 outcome = self._reload_from(candidate_dir)
-                key = outcome.digest if outcome.status == "loaded" else content_key(candidate_dir)
+                # One change = from what every worker serves to what was written: the same key in
+                # every worker, a new one when the edit is reverted and made again.
+                changed_to = outcome.digest if outcome.status == "loaded" else content_key(candidate_dir)
+                key = hashlib.sha256(f"{served}>{changed_to}".encode()).hexdigest()[:32]
             finally:
                 shutil.rmtree(candidate_dir.parent, ignore_errors=True)
             outcome.seconds = round(time.monotonic() - started, 3)
             if outcome.status != "unchanged":
-                outcome.first = first_report(self.state_dir, outcome.status, key or "")
+                outcome.first = first_report(self.state_dir, outcome.status, key)
             self.last_outcome = outcome
             was_refused = self._refused
             self._refused = outcome.status == "refused"
