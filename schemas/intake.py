@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
 from marshmallow import Schema
 
 from schemas.catalog import (
@@ -28,6 +29,7 @@ from schemas.catalog import (
     StrictBoolean,
     StrictSchema,
     load,
+    parse,
 )
 
 __all__ = ["IntakeSchema", "FieldInfo", "StrictBoolean", "StrictSchema", "FUTURE_TOLERANCE", "MAX_LIST_ITEMS",
@@ -44,20 +46,55 @@ def shipped_catalog_path() -> Path:
     return Path(__file__).resolve().parent.parent / "rules" / "ketamine-screening" / CATALOG_FILE
 
 
-SHIPPED: Catalog = load(shipped_catalog_path())
+def _load_shipped() -> tuple[Catalog, str | None]:
+    path = shipped_catalog_path()
+    try:
+        return load(path), None
+    except (ValueError, OSError) as exc:  # CatalogError, an unreadable or not-YAML file
+        # The editor's own file is broken. The tools must still start, to say where: `rules lint`
+        # reports every problem with its line, and the service refuses the pack (or keeps the
+        # last good one). Until it is fixed, only what every intake has is known here.
+        return _core_catalog(path), f"{path}: {exc}"
+
+
+def _core_catalog(path: Path) -> Catalog:
+    """subject_id and the treatment's route and indication, read as leniently as possible."""
+    def values(name: str) -> list:
+        try:
+            found = yaml.safe_load(path.read_text(encoding="utf-8"))["fields"]["treatment"]["fields"][name]["values"]
+        except Exception:  # noqa: BLE001 - any shape at all: fall back to a placeholder
+            found = None
+        ok = isinstance(found, list) and found and all(isinstance(v, str) and v for v in found)
+        return list(found) if ok else ["unreadable"]
+    choice = {"type": "choice", "required": True}
+    return parse({"fields": {
+        "subject_id": {"type": "text", "required": True, "max_length": 64},
+        "treatment": {"type": "group", "required": True, "fields": {
+            "route": {**choice, "values": values("route")}, "indication": {**choice, "values": values("indication")}}},
+    }})
+
+
+SHIPPED, SHIPPED_PROBLEM = _load_shipped()
+
+def _values(path: str) -> tuple[str, ...]:
+    try:
+        return SHIPPED.values(path)
+    except KeyError:  # a broken catalog (SHIPPED_PROBLEM): nothing beyond the core is known
+        return ()
+
 
 IntakeSchema: type[Schema] = SHIPPED.intake_schema_class
 
-ROUTES = SHIPPED.values("treatment.route")
-INDICATIONS = SHIPPED.values("treatment.indication")
-PSYCHOSIS = SHIPPED.values("psychiatric_history.psychosis")
-SUICIDAL_IDEATION = SHIPPED.values("psychiatric_history.suicidal_ideation")
-SUBSTANCE_STATUS = SHIPPED.values("substance_use.status")
-SUBSTANCES = SHIPPED.values("substance_use.substance")
-MEDICATION_CLASSES = SHIPPED.values("medications.class")
-SEX_AT_BIRTH = SHIPPED.values("patient.sex_at_birth")
-HEPATIC_IMPAIRMENT = SHIPPED.values("medical_history.hepatic_impairment")
-KETAMINE_ADVERSE_EVENTS = SHIPPED.values("prior_ketamine.adverse_events")
+ROUTES = _values("treatment.route")
+INDICATIONS = _values("treatment.indication")
+PSYCHOSIS = _values("psychiatric_history.psychosis")
+SUICIDAL_IDEATION = _values("psychiatric_history.suicidal_ideation")
+SUBSTANCE_STATUS = _values("substance_use.status")
+SUBSTANCES = _values("substance_use.substance")
+MEDICATION_CLASSES = _values("medications.class")
+SEX_AT_BIRTH = _values("patient.sex_at_birth")
+HEPATIC_IMPAIRMENT = _values("medical_history.hepatic_impairment")
+KETAMINE_ADVERSE_EVENTS = _values("prior_ketamine.adverse_events")
 
 
 def catalogue(schema: Schema | None = None, prefix: str = "") -> dict[str, FieldInfo]:

@@ -241,3 +241,23 @@ def test_schemas_export_prints_no_sign_in_warnings(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "SCREENING_USERS" not in done.stderr + done.stdout
     assert "SCREENING_SECRET_KEY" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("breakage, fragment", [
+    (lambda text: text.replace("        type: integer\n", "        type: interger\n", 1), "did you mean 'integer'?"),
+    (lambda text: text + "\n  broken: [unterminated\n", "not valid YAML"),
+])
+def test_a_broken_catalog_is_reported_by_lint_not_a_traceback(tmp_path, breakage, fragment):
+    """The installation's catalog is the editor's file: the tools still start to say what is wrong."""
+    import os
+    import subprocess
+    import sys
+
+    pack_dir = copy_pack(tmp_path)
+    (pack_dir / "fields.yaml").write_text(breakage((pack_dir / "fields.yaml").read_text()))
+    env = {**os.environ, "SCREENING_RULES_DIR": str(pack_dir)}
+    done = subprocess.run([sys.executable, "-m", "service.cli", "rules", "lint"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(r"fields\.yaml:\d+:\d+: error: .*" + re.escape(fragment), done.stdout), done.stdout + done.stderr
