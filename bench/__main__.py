@@ -18,7 +18,7 @@ from bench import report
 from bench.measure import machine
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("engine", "growth", "http", "batch", "memory")
+SECTIONS = ("engine", "growth", "scale", "http", "batch", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "growth":
             from bench import growth
             results["growth"] = growth.run(args.quick)
+        elif section == "scale":
+            from bench import scale_bench
+            results["scale"] = scale_bench.run(args.quick)
         elif section == "http":
             from bench import http_bench
             results["http"] = http_bench.run(args.quick)

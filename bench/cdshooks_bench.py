@@ -30,7 +30,8 @@ def main(calls: int = 300) -> dict:
     signer = Signer()
     app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp}/bench.db"))
     app.extensions["cds_hooks"] = CdsHooksState(
-        verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(signer.write_jwks(tmp)))}))
+        verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(signer.write_jwks(tmp)))}),
+        base_url="http://localhost")
     client = app.test_client()
     path = "/cds-services/ketamine-screening-sign"
     prefetch, intake = situation("substance_use")

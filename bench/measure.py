@@ -70,7 +70,7 @@ def machine() -> dict:
         try:
             from importlib.metadata import version
             versions[module] = version({"durable": "durable-rules", "zen": "zen-engine"}.get(module, module))
-        except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
+        except Exception:  # a missing package is reported, not fatal
             versions[module] = "not installed"
     return {
         "nproc": os.cpu_count(),

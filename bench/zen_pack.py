@@ -17,10 +17,8 @@ import zen
 from service.engine.base import layers
 from service.engine.facts import build_fact
 from service.policy import conditions as C
+from service.policy import operators
 from service.policy.model import Rule
-
-_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
 
 def _value(v: Any) -> str:
     return json.dumps(v)  # numbers, true/false and "quoted" text read the same in ZEN
@@ -34,27 +32,11 @@ def _expr(cond: C.Condition, concluder: dict[str, str], scope: str = "") -> str:
     if isinstance(cond, C.Finding):
         ref = f"fired.{concluder[cond.name]}"
         return f"({ref} != true)" if cond.negated else f"({ref} == true)"
-    path = scope + cond.path
-    op, operand = cond.op, cond.operand
-    if op in _OPS:
-        return f"({path} != null and {path} {_OPS[op]} {_value(operand)})"
-    if op == "in":
-        return f"({path} != null and {path} in [{', '.join(map(_value, operand))}])"
-    if op == "not_in":
-        return f"({path} != null and not ({path} in [{', '.join(map(_value, operand))}]))"
-    if op in ("contains_any", "contains_none"):
-        found = f"some({path}, # in [{', '.join(map(_value, operand))}])"
-        return f"({path} != null and {found})" if op == "contains_any" else f"({path} != null and not {found})"
-    if op == "exists":
-        return f"({path} {'!=' if operand else '=='} null)"
-    if op in C.DATE_OPS:
-        derived = path + (C.DAYS_SUFFIX if op.endswith("_days") else C.MONTHS_SUFFIX)
-        cmp = "<=" if op.startswith("within") else ">"
-        return f"({derived} != null and {derived} {cmp} {operand})"
-    if op in ("any_item", "all_items"):
-        fn = "some" if op == "any_item" else "all"
-        return f"({path} != null and {fn}({path}, {_expr(operand, concluder, '#.')}))"
-    raise ValueError(f"operator {op} has no ZEN form here")
+    # Each operator's ZEN form is its entry in the operator table.
+    operator = operators.TABLE.get(cond.op)
+    if operator is None or operator.zen is None:
+        raise ValueError(f"operator {cond.op} has no ZEN form here")
+    return operator.zen(scope + cond.path, cond.operand, lambda sub, inner: _expr(sub, concluder, inner))
 
 
 def jdm(rules: Sequence[Rule]) -> dict:

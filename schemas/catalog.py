@@ -31,6 +31,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from schemas.patterns import FullMatch
+
 CATALOG_FILE = "fields.yaml"
 TYPES = ("boolean", "integer", "text", "choice", "date", "datetime", "group", "list")
 ITEM_TYPES = ("choice", "record")
@@ -38,7 +40,7 @@ ITEM_TYPES = ("choice", "record")
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 MAX_RECORDS = 100
 # What each key means is in fields.yaml's header; which keys each type takes:
-_COMMON = ("type", "required", "label", "question", "help", "description", "fhir")
+_COMMON = ("type", "required", "label", "question", "help", "description", "fhir", "empty_when_false")
 _KEYS = {
     "boolean": _COMMON,
     "integer": _COMMON + ("min", "max", "unit", "less_than"),
@@ -196,6 +198,7 @@ def _parse_field(name: str, spec: Any, path: str, at: tuple, problems: list, ite
     want("max_length", lambda v: is_int(v) and v >= 1, "`max_length` is a whole number, 1 or more")
     want("max_items", lambda v: is_int(v) and v >= 1, "`max_items` is a whole number, 1 or more")
     want("less_than", is_text, "`less_than` names another field by its path")
+    want("empty_when_false", is_text, "`empty_when_false` names a yes/no field by its path")
     want("future", lambda v: v == "allowed", "`future: allowed` is the only setting (dates in the future are refused otherwise)")
     if kind == "integer" and is_int(spec.get("min")) and is_int(spec.get("max")) and spec["min"] > spec["max"]:
         problems.append((at + ("min",), f"min {spec['min']} is above max {spec['max']}"))
@@ -248,16 +251,25 @@ def _check_cross_fields(catalog: "Catalog", problems: list) -> None:
         definition = info.definition
         if definition is None:
             continue
-        other = definition.spec.get("less_than")
-        if other is None:
-            continue
-        where = catalog.where(path) + ("less_than",)
-        target = catalog.flat.get(other)
         parent = path.rpartition(".")[0]
-        if target is None:
-            problems.append((where, f"less_than names '{other}', which is not a field{_did_you_mean(other, catalog.flat)}"))
-        elif target.kind not in ("int",) or other.rpartition(".")[0] != parent:
-            problems.append((where, f"less_than names '{other}': it must be a number in the same group as '{path}'"))
+        other = definition.spec.get("less_than")
+        if other is not None:
+            where = catalog.where(path) + ("less_than",)
+            target = catalog.flat.get(other)
+            if target is None:
+                problems.append((where, f"less_than names '{other}', which is not a field{_did_you_mean(other, catalog.flat)}"))
+            elif target.kind not in ("int",) or other.rpartition(".")[0] != parent:
+                problems.append((where, f"less_than names '{other}': it must be a number in the same group as '{path}'"))
+        other = definition.spec.get("empty_when_false")
+        if other is not None:
+            where = catalog.where(path) + ("empty_when_false",)
+            target = catalog.flat.get(other)
+            if target is None:
+                problems.append((where, f"empty_when_false names '{other}', which is not a field"
+                                 f"{_did_you_mean(other, catalog.flat)}"))
+            elif target.kind != "bool" or other.rpartition(".")[0] != parent or other == path:
+                problems.append((where, f"empty_when_false names '{other}': it must be a yes/no field in the same "
+                                 f"group as '{path}'"))
     for name in ("subject_id", "treatment"):
         if name not in catalog.fields or not catalog.fields[name].required:
             problems.append((("fields", name), f"'{name}' is part of every intake: it must be defined, with required: true"))
@@ -442,9 +454,10 @@ def _field(d: FieldDef) -> fields.Field:
     if d.type == "text":
         validators: list = [validate.Length(1, spec.get("max_length"))]
         if spec.get("pattern"):
-            # A pattern admits only what it matches (no surrogate can match a character class).
-            validators.append(validate.Regexp(spec["pattern"], error=spec.get("pattern_error")
-                                              or f"must match {spec['pattern']}"))
+            # A pattern admits only what it matches, the whole value (FullMatch: "pt-1\n" is not
+            # "pt-1"), and no surrogate can match a character class.
+            validators.append(FullMatch(spec["pattern"], error=spec.get("pattern_error")
+                                        or f"must match {spec['pattern']}"))
         else:
             validators.append(unicode_text)
         return fields.String(validate=validators, **common, metadata=metadata)
@@ -483,6 +496,18 @@ def _schema_class(component: str, defs: dict[str, FieldDef]) -> type[Schema]:
                 if low is not None and high is not None and low >= high:
                     raise ValidationError(f"must be lower than {other}", field_name=name)
         attrs["_less_than"] = validates_schema(_less_than)
+    # "Never attempted" with a date of the last attempt, adverse events on ketamine for a patient
+    # never treated with it: contradictions the contract refuses rather than a risk to guess.
+    answered_no = [(name, d.spec["empty_when_false"].rpartition(".")[2], d.type == "list")
+                   for name, d in defs.items() if d.spec.get("empty_when_false")]
+    if answered_no:
+        def _empty_when_false(self, data, **_):
+            for name, flag, is_list in answered_no:
+                value = data.get(name)
+                if data.get(flag) is False and (bool(value) if is_list else value is not None):
+                    raise ValidationError(f"must be {'empty' if is_list else 'null'} when {flag} is false",
+                                          field_name=name)
+        attrs["_empty_when_false"] = validates_schema(_empty_when_false)
     return type(f"{component}Schema", (StrictSchema,), attrs)
 
 

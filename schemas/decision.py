@@ -6,6 +6,17 @@ from marshmallow import Schema, fields, validate
 from schemas.rulefile import DECISIONS, EFFECTS, PRIORITIES, SEVERITIES
 
 
+class ReasonSourceSchema(Schema):
+    code = fields.String(allow_none=True, metadata={"example": "SPR"})
+    kind = fields.String(allow_none=True, metadata={
+        "description": "label, guideline, consensus, trial, programme, or software default (this pack's choice)."})
+    section = fields.String(allow_none=True, metadata={"example": "Contraindications"})
+    reference = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+    checked = fields.String(allow_none=True, metadata={"description": "When the source was last checked (ISO date)."})
+    text = fields.String(required=True, metadata={"description": "The citation part as the rule file gives it."})
+
+
 class ReasonSchema(Schema):
     rule_id = fields.String(required=True, metadata={"example": "active_psychosis"})
     title = fields.String(required=True)
@@ -18,6 +29,16 @@ class ReasonSchema(Schema):
                                      "example": {"psychiatric_history.psychosis": "active"}})
     citation = fields.String(required=True)
     findings = fields.List(fields.String(), metadata={"description": "Derived findings the rule used."})
+    sources = fields.List(fields.Nested(ReasonSourceSchema),
+                          metadata={"description": "The citation with each source spelled out."})
+
+
+class AssumptionSchema(Schema):
+    path = fields.String(required=True, metadata={"example": "medical_history.hepatic_impairment"})
+    means = fields.String(required=True, metadata={"description": "What the absence is taken to mean."})
+    reason = fields.String(required=True)
+    citation = fields.String(required=True)
+    sources = fields.List(fields.Nested(ReasonSourceSchema))
 
 
 class FindingSchema(Schema):
@@ -59,6 +80,9 @@ class DecisionSchema(Schema):
     reasons = fields.List(fields.Nested(ReasonSchema), required=True)
     missing = fields.List(fields.String(), required=True,
                           metadata={"description": "Intake paths a rule needed and did not get."})
+    assumptions = fields.List(fields.Nested(AssumptionSchema), metadata={
+        "description": "Absent answers the rule pack deliberately reads as absent (pack.yaml optional). "
+                       "Each needs a clinician's confirmation: the decision requires physician review."})
     findings = fields.List(fields.Nested(FindingSchema), required=True)
     ruleset = fields.Nested(RulesetRefSchema, required=True)
     evaluated_at = fields.String(required=True, metadata={"example": "2026-11-24T10:00:00Z"})

@@ -1,8 +1,7 @@
 """The intake contract: what an intake system sends to be screened.
 
-Derived from the field catalog of the shipped rule pack (``rules/ketamine-screening/fields.yaml``,
-or ``fields.yaml`` in ``$SCREENING_RULES_DIR``): this module writes no field by hand. A running
-service validates with the catalog of the ruleset it serves (``Ruleset.intake_schema``), so a
+Derived from the field catalog of the shipped rule pack (``rules/ketamine-screening/fields.yaml``):
+this module writes no field by hand. A running service validates with the catalog of the ruleset it serves (``Ruleset.intake_schema``), so a
 field an editor adds is taken on reload; what is here is the same contract for code and tests
 that have no ruleset at hand.
 
@@ -14,7 +13,6 @@ pressure of 900, a date in the future) are validation errors.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -39,10 +37,9 @@ MAX_LIST_ITEMS = MAX_RECORDS
 
 
 def shipped_catalog_path() -> Path:
-    """The catalog of the pack this installation serves by default."""
-    configured = os.environ.get("SCREENING_RULES_DIR")
-    if configured and (Path(configured) / CATALOG_FILE).is_file():
-        return Path(configured) / CATALOG_FILE
+    """The catalog of the shipped pack. Not $SCREENING_RULES_DIR's: nothing reads the
+    environment at import (service.config.Settings is read once, by the app or the command);
+    a pack of another directory brings its own ``fields.yaml``, which its ruleset validates with."""
     return Path(__file__).resolve().parent.parent / "rules" / "ketamine-screening" / CATALOG_FILE
 
 

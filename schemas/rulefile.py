@@ -8,8 +8,9 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from schemas.intake import INDICATIONS, ROUTES
+from schemas.patterns import FullMatch
 
-RULE_ID = validate.Regexp(r"^[a-z][a-z0-9_]{0,79}$", error="must be snake_case: a-z, 0-9 and _, starting with a letter")
+RULE_ID = FullMatch(r"^[a-z][a-z0-9_]{0,79}$", error="must be snake_case: a-z, 0-9 and _, starting with a letter")
 EFFECTS = ("exclude", "review")
 SEVERITIES = ("absolute", "relative", "caution")
 PRIORITIES = ("routine", "urgent")
@@ -62,14 +63,40 @@ class TestDefaultsSchema(_Strict):
     as_of = fields.AwareDateTime(format="iso")
 
 
+CITATION_CODE = validate.Regexp(r"^[A-Z][A-Z0-9_-]{0,31}$", error="must be an upper-case code such as SPR")
+SOURCE_KINDS = ("label", "guideline", "consensus", "trial", "programme")
+
+
+class CitationSourceSchema(_Strict):
+    """One source a rule may cite by its code: the full reference, where to read it, when it
+    was last checked against the rules that cite it."""
+    reference = fields.String(required=True, validate=validate.Length(1, 1000))
+    kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
+    url = fields.Url(required=True, schemes={"http", "https"})
+    version = fields.String(validate=validate.Length(1, 300))
+    checked = fields.Date(required=True)
+
+
+class OptionalAnswerSchema(_Strict):
+    """A field whose absence the pack deliberately lets a rule test with ``exists: false``:
+    what the absence is taken to mean, why, and the source. A decision that relies on it says so."""
+    path = fields.String(required=True, validate=validate.Length(1, 200))
+    means = fields.String(required=True, validate=validate.Length(1, 500))
+    reason = fields.String(required=True, validate=validate.Length(1, 1000))
+    citation = fields.String(required=True, validate=validate.Length(1, 1000))
+
+
 class PackSchema(_Strict):
-    name = fields.String(required=True, validate=RULE_ID.__class__(r"^[a-z][a-z0-9-]{0,79}$", error="must be lower-case letters, digits and -"))
+    name = fields.String(required=True, validate=FullMatch(r"^[a-z][a-z0-9-]{0,79}$", error="must be lower-case letters, digits and -"))
     version = fields.String(required=True, validate=validate.Length(1, 64))
     description = fields.String(validate=validate.Length(max=4000))
     test_defaults = fields.Nested(TestDefaultsSchema, load_default=dict)
+    citations = fields.Dict(keys=fields.String(validate=CITATION_CODE), values=fields.Nested(CitationSourceSchema),
+                            load_default=dict)
+    optional = fields.List(fields.Nested(OptionalAnswerSchema), load_default=list)
     # The pack's field catalog, a file in the pack directory (default: fields.yaml if present).
-    fields = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.yaml$",
-                                                    error="must be the name of a .yaml file in the pack directory"))
+    fields = fields.String(validate=FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.yaml$",
+                                          error="must be the name of a .yaml file in the pack directory"))
 
 
 class FixturesFileSchema(_Strict):

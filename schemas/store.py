@@ -7,9 +7,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from schemas.decision import DecisionSchema
 from schemas.rulefile import DECISIONS
+from service.signoff import ACTION_NAMES, LEGACY, MAX_ANSWERS, MAX_NOTE_CHARS, REVIEW_STATUSES
 
-REVIEW_OUTCOMES = ("approve", "decline")
-REVIEW_STATUSES = ("pending", "approved", "declined", "not_required")
+# Every outcome a review record can hold: today's actions, and approve/decline of old records.
+REVIEW_OUTCOMES = tuple(dict.fromkeys(ACTION_NAMES + tuple(LEGACY)))
 MAX_PAGE = 200
 
 
@@ -17,8 +18,22 @@ class ReviewSchema(Schema):
     review_id = fields.String(required=True)
     decision_id = fields.String(required=True)
     created_at = fields.AwareDateTime(required=True, metadata={"example": "2026-11-24T10:05:00Z"})
-    reviewer = fields.String(required=True, metadata={"example": "Dr A. Example"})
-    outcome = fields.String(required=True, validate=validate.OneOf(REVIEW_OUTCOMES))
+    reviewer = fields.String(required=True, metadata={
+        "description": "Who signed off: the signed-in physician, or the physician the API key was issued to.",
+        "example": "dr.ada"})
+    credential = fields.String(required=True, allow_none=True, metadata={
+        "description": "How the reviewer was authenticated: session (the clinician pages) or api_key; "
+                       "null on records made before credentials were recorded.", "example": "api_key"})
+    client = fields.String(required=True, metadata={
+        "description": "The credential's id: the API key id, or the session's short id."})
+    outcome = fields.String(required=True, validate=validate.OneOf(REVIEW_OUTCOMES), metadata={
+        "description": "The action: confirm/override (ineligible), rescreen/decline (incomplete), "
+                       "approve/decline (eligible). Older records hold approve or decline on any decision."})
+    meaning = fields.String(required=True, metadata={"description": "What the sign-off means, as stated when it was made."})
+    treatment = fields.String(required=True, validate=validate.OneOf(("may_proceed", "must_not_proceed", "rescreened")))
+    overridden_rules = fields.List(fields.String(), required=True, metadata={"description": "Rules an override sets aside."})
+    rescreen_decision_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "For a re-screen: the new decision made with the missing answers added."})
     note = fields.String(required=True)
 
 
@@ -29,11 +44,22 @@ def _no_nul(value: str) -> None:
 
 
 class ReviewRequestSchema(Schema):
-    """A physician's sign-off. The screening decision never changes; this is a new record."""
-    outcome = fields.String(required=True, validate=validate.OneOf(REVIEW_OUTCOMES))
-    reviewer = fields.String(required=True, validate=[validate.Length(min=1, max=200), _no_nul],
-                             metadata={"description": "Who signs off (name or staff id).", "example": "Dr A. Example"})
-    note = fields.String(load_default="", validate=[validate.Length(max=4000), _no_nul])
+    """A physician's sign-off. The screening decision never changes; this is a new record.
+    The reviewer is not part of the request: it is the physician the API key was issued to.
+    Which actions fit which decision, and when a note is required: service.signoff."""
+    action = fields.String(required=True, validate=validate.OneOf(ACTION_NAMES), metadata={
+        "description": "ineligible: confirm | override; incomplete: rescreen | decline; "
+                       "eligible (with review): approve | decline."})
+    note = fields.String(load_default="", validate=[validate.Length(max=MAX_NOTE_CHARS), _no_nul], metadata={
+        "description": "Required to override, and to decline."})
+    overridden_rules = fields.List(fields.String(validate=[validate.Length(min=1, max=200), _no_nul]),
+                                   load_default=list, validate=validate.Length(max=200), metadata={
+        "description": "override only: every rule id of the reasons that exclude treatment."})
+    answers = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)), load_default=dict,
+                          validate=validate.Length(max=MAX_ANSWERS), metadata={
+        "description": "rescreen only: values for paths named in the decision's `missing`, "
+                       "e.g. {\"vitals.systolic_bp\": 128}.",
+        "example": {"vitals.systolic_bp": 128, "vitals.diastolic_bp": 82}})
 
 
 class StoredDecisionSchema(DecisionSchema):
@@ -77,4 +103,7 @@ class DecisionQuerySchema(_PageQuerySchema):
 
 
 class ReviewQueueQuerySchema(_PageQuerySchema):
-    status = fields.String(load_default="pending", validate=validate.OneOf(("pending", "approved", "declined")))
+    status = fields.String(load_default="pending",
+                           validate=validate.OneOf(tuple(s for s in REVIEW_STATUSES if s != "not_required")),
+                           metadata={"description": "pending: urgent first, then oldest first. "
+                                                    "Any other status: newest first."})

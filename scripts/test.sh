@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README, and .ci/run). Creates .venv, installs the project with its
-# test extras, installs what the tests need from Debian when missing, and runs pytest.
+# test extras, installs what the tests need from Debian when missing, runs ruff, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,10 @@ for hook in scripts/test.d/*.sh; do
   # shellcheck disable=SC1090
   source "$hook"
 done
+
+# The linter first ([tool.ruff] in pyproject.toml states the rule set): seconds, and a finding
+# fails the run like a failing test.
+.venv/bin/python -m ruff check service tests bench scripts
 
 set +e
 .venv/bin/python -m pytest "$@"

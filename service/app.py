@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import admin, decisions, health, problems, rulesets, screenings
+from service.api import admin, decisions, health, rulesets, screenings
 from service import auth
-from service.api import docs
+from service.api import docs, headers
 from service.api.openapi import ScreeningApi
 from service.config import Settings
+from service import http_io
 from service.observability.hooks import init_app as init_observability
 from service.reload import Reloader, load_or_fall_back
 from service.ruleset import RulesetHolder
 from service.ratelimit import init_app as init_rate_limit
-from service.store.sql import open_store
+from service.store.factory import open_store
 from service.web import init_web
 
 
@@ -33,7 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["settings"] = settings
     # A pack that fails lint or compile stops start-up here, with every problem in the message
     # (a worker restarted while the service is serving falls back to the last good pack).
-    ruleset, fallback_reason = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir)
+    ruleset, fallback_reason = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir,
+                                                 settings.serving)
     holder = RulesetHolder(ruleset)
     holder.last_error = fallback_reason
     app.extensions["rulesets"] = holder
@@ -45,7 +47,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # The decision log (migrated under a lock; a database down at start is retried on use).
     app.extensions["store"] = open_store(settings.store_url)
-    # Requests per API key, counted in that database (429 past SCREENING_RATE_LIMIT).
+    # API keys read from that database are trusted for SCREENING_KEY_CACHE_SECONDS (the bound on
+    # honouring a revocation), so a request does not read the key table.
+    app.extensions["key_cache"] = auth.KeyCache(app.extensions["store"].keys, settings.key_cache_seconds)
+    # Requests per API key, a token bucket in that database (429 past SCREENING_RATE_LIMIT).
     init_rate_limit(app, settings.rate_limit, app.extensions["store"])
     # ScreeningApi: flask-smorest's Api with our error body and the description completed.
     api = ScreeningApi(app)
@@ -53,11 +58,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health.blp, screenings.blp, rulesets.blp, admin.blp, decisions.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(docs.bp)  # /docs: Swagger UI over /openapi.json, assets from the package
-    problems.register(app)
+    http_io.register(app)  # one map from errors to responses, for every blueprint
+    # no-store on API responses, CSP on /docs, a query parameter given twice refused (400)
+    headers.init_app(app)
     init_web(app)  # the clinician pages: sign-in, review queue, decision pages (service/web)
     # CDS Hooks 2.0 for EHRs: /cds-services, JWT-authenticated (no API keys) (service/cdshooks)
     from service.cdshooks import blueprint as cds_hooks
-    cds_hooks.register(app)
+    cds_hooks.register(app, settings.cds_hooks)
     # Request ids, the JSON request log and Prometheus metrics for every route.
     init_observability(app)
     return app

@@ -13,6 +13,8 @@ import hmac
 import logging
 import re
 import secrets
+import threading
+import time
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -22,14 +24,14 @@ from flask_smorest import Api
 from flask_smorest.utils import deepupdate
 
 from schemas.errors import ErrorSchema
-from service.api.problems import ApiError
+from service.errors import ServiceError
 from service import ratelimit
 from service.store.keys import ApiKeyRecord, ApiKeyStore
 
 log = logging.getLogger(__name__)
 
 SCOPES = ("screen", "read", "review", "admin")
-_TOKEN = re.compile(r"^ks_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{32,128})$")
+_TOKEN = re.compile(r"ks_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{32,128})")
 # Compared against when the id is unknown, so that case costs the same as a wrong secret.
 _NO_SUCH_KEY = hashlib.sha256(b"no such key").hexdigest()
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="screening"'}
@@ -61,9 +63,18 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in wanted)
 
 
-def create_key(keys: ApiKeyStore, name: str, scopes: Iterable[str]) -> NewKey:
+# A physician's user name, as in the users file of the clinician pages (service.web.users).
+PHYSICIAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def create_key(keys: ApiKeyStore, name: str, scopes: Iterable[str], *, physician: str | None = None) -> NewKey:
+    """A new key. ``physician``: the person its sign-offs are recorded as (the review scope
+    through the API records nothing without one: the reviewer is never taken from a request)."""
+    if physician is not None and not PHYSICIAN_NAME.fullmatch(physician):
+        raise ValueError("a physician is named by their user name: 1-64 letters, digits, '.', '_', '@' or '-'")
     key_id, token = _new_token()
-    record = keys.add(key_id=key_id, name=name, scopes=check_scopes(scopes), token_sha256=hash_token(token))
+    record = keys.add(key_id=key_id, name=name, scopes=check_scopes(scopes), token_sha256=hash_token(token),
+                      physician=physician)
     return NewKey(record, token)
 
 
@@ -74,9 +85,52 @@ def create_first_admin_key(keys: ApiKeyStore) -> NewKey | None:
     return NewKey(record, token) if record else None
 
 
-def authenticate(keys: ApiKeyStore, token: str) -> ApiKeyRecord | None:
+class KeyCache:
+    """API key records as read from the database, kept for ``max_age`` seconds so that a request
+    does not read the key table (the hash is still compared on every request).
+
+    The bound: a key revoked (`screening keys revoke`, in another process) is refused by every
+    worker of every instance at most ``max_age`` seconds later (``SCREENING_KEY_CACHE_SECONDS``;
+    0 turns the cache off and reads the key on every request). Unknown key ids are not cached,
+    so a key created elsewhere works at once."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, keys: ApiKeyStore, max_age: float, clock: Callable[[], float] = time.monotonic):
+        self.keys = keys
+        self.max_age = max_age
+        self.clock = clock
+        self._records: dict[str, tuple[float, ApiKeyRecord]] = {}
+        self._lock = threading.Lock()
+        if hasattr(keys, "revoke_listeners"):
+            keys.revoke_listeners.append(self.forget)  # revoked in this process: at once
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        if self.max_age <= 0:
+            return self.keys.get(key_id)
+        now = self.clock()
+        with self._lock:
+            cached = self._records.get(key_id)
+        if cached is not None and now - cached[0] < self.max_age:
+            return cached[1]
+        record = self.keys.get(key_id)
+        with self._lock:
+            if record is None:
+                self._records.pop(key_id, None)
+            else:
+                if len(self._records) >= self.MAX_ENTRIES:
+                    self._records.clear()
+                self._records[key_id] = (now, record)
+        return record
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._records.pop(key_id, None)
+
+
+def authenticate(keys: ApiKeyStore | KeyCache, token: str) -> ApiKeyRecord | None:
     """The active key this token belongs to, or None (unknown, wrong secret or revoked)."""
-    match = _TOKEN.match(token)
+    match = _TOKEN.fullmatch(token)
     record = keys.get(match["id"]) if match else None
     expected = record.token_sha256 if record else _NO_SUCH_KEY
     if not hmac.compare_digest(expected, hash_token(token)) or record is None or not record.active:
@@ -128,14 +182,15 @@ def require_scope(scope: str) -> Callable:
 def _check(scope: str) -> ApiKeyRecord:
     token = presented_token(request)
     if token is None:
-        raise ApiError(401, "An API key is required: send 'Authorization: Bearer <key>'.", headers=_CHALLENGE)
-    record = authenticate(current_app.extensions["store"].keys, token)
+        raise ServiceError(401, "An API key is required: send 'Authorization: Bearer <key>'.", headers=_CHALLENGE)
+    cache = current_app.extensions.get("key_cache") or current_app.extensions["store"].keys
+    record = authenticate(cache, token)
     if record is None:
         log.warning("API key rejected on %s %s", request.method, request.path)
-        raise ApiError(401, "The API key is not valid or has been revoked.", headers=_CHALLENGE)
+        raise ServiceError(401, "The API key is not valid or has been revoked.", headers=_CHALLENGE)
     if not grants(record, scope):
         log.warning("API key %s lacks scope %s for %s %s", record.id, scope, request.method, request.path)
-        raise ApiError(403, f"This API key does not have the '{scope}' scope.")
+        raise ServiceError(403, f"This API key does not have the '{scope}' scope.")
     # Counted only once admitted: refused requests cost a key nothing, and nobody can use up
     # someone else's rate without their key.
     ratelimit.check(current_app, record.id)

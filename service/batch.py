@@ -20,19 +20,15 @@ import datetime as dt
 import json
 import multiprocessing
 import os
-import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import click
-from marshmallow import ValidationError
-
-from service.api.jsonbody import parse_json_bytes
-from service.api.problems import ApiError, validation_error
 from service.config import Settings
+from service.errors import ServiceError
+from service.intake_reader import Limits, read_intake
 from service.ruleset import Ruleset, load_ruleset
 from service.screening import screen
 
@@ -110,22 +106,15 @@ class LineScreener:
     def __init__(self, ruleset: Ruleset, as_of: dt.datetime | None, settings: Settings):
         self.ruleset = ruleset
         self.as_of = as_of
-        self.max_bytes = settings.max_body_bytes
-        self.max_depth = settings.max_json_depth
-        self.schema = ruleset.intake_schema  # the catalog of the rules this batch runs
+        self.limits = Limits.of(settings)
+        # the catalog of the rules this batch runs, on its fast path for valid intakes (service.fastload)
+        self.loader = ruleset.intake_loader
 
     def __call__(self, number: int, data: bytes, summary: Summary) -> str:
         try:
-            raw = parse_json_bytes(data, self.max_bytes, self.max_depth)
-            try:
-                intake = self.schema.load(raw)
-            except ValidationError as exc:
-                raise validation_error(exc, "The intake is not valid.") from None
-        except ApiError as exc:
-            body: dict = {"status": exc.status, "code": exc.code, "message": exc.message}
-            if exc.errors:
-                body["errors"] = exc.errors
-            record = {"line": number, "error": body}
+            intake = read_intake(data, self.limits, self.loader)
+        except ServiceError as exc:
+            record = {"line": number, "error": exc.to_dict()}
         else:
             record = {"line": number, "decision": screen(intake, self.ruleset, as_of=self.as_of).to_dict()}
         summary.count(record)
@@ -135,9 +124,9 @@ class LineScreener:
 _worker: LineScreener | None = None
 
 
-def _init_worker(rules_dir: str, backend: str, as_of: dt.datetime | None) -> None:
+def _init_worker(rules_dir: str, backend: str, as_of: dt.datetime | None, settings: Settings) -> None:
     global _worker
-    _worker = LineScreener(load_ruleset(rules_dir, backend), as_of, Settings.from_env())
+    _worker = LineScreener(load_ruleset(rules_dir, backend), as_of, settings)
 
 
 def _screen_chunk(chunk: tuple[int, list[bytes]]) -> tuple[str, Summary]:
@@ -214,10 +203,13 @@ def run_batch(
     chunk_lines: int = CHUNK_LINES,
     progress: Callable[[int], None] | None = None,
     ruleset: Ruleset | None = None,
+    settings: Settings | None = None,
 ) -> Summary:
     """Screen every line of ``input_path`` into ``output_path``. ``progress(n)`` is called with
     the number of lines finished since its last call. Raises BatchError before writing anything
-    when the run cannot be done."""
+    when the run cannot be done. ``settings`` (the body limits) are read from the environment
+    when not given, once for the run; every worker gets them from here."""
+    settings = settings or Settings.from_env()
     ruleset = ruleset or load_ruleset(rules_dir, backend)
     workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
@@ -241,13 +233,13 @@ def run_batch(
                 progress(part.lines)
 
         if workers == 1:
-            screener = LineScreener(ruleset, as_of, Settings.from_env())
+            screener = LineScreener(ruleset, as_of, settings)
             for first, lines in chunks:
                 part = Summary()
                 emit("".join(screener(first + i, line, part) for i, line in enumerate(lines)), part)
         else:
             context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with context.Pool(workers, _init_worker, (str(rules_dir), backend, as_of)) as pool:
+            with context.Pool(workers, _init_worker, (str(rules_dir), backend, as_of, settings)) as pool:
                 pending: deque = deque()
                 for chunk in chunks:
                     pending.append(pool.apply_async(_screen_chunk, (chunk,)))
@@ -257,57 +249,3 @@ def run_batch(
                     emit(*pending.popleft().get())
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-@click.command("batch")
-@click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "output_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where the decisions go, one JSON line per input line, in input order.")
-@click.option("--resume", is_flag=True,
-              help="Continue an interrupted run: keep the output's complete lines and skip as many input lines.")
-@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="Evaluate every intake as on this date (UTC), for reproducible replays (default: now).")
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes (default: all cores).")
-@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the summary (counts by decision, by rule, errors) as JSON to this file.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), default=None,
-              help="Rule pack directory (default: $SCREENING_RULES_DIR or the shipped pack).")
-def batch_command(input_file: Path, output_file: Path, resume: bool, as_of, workers: int | None,
-                  summary_file: Path | None, progress: bool | None, rules_dir: Path | None) -> None:
-    """Screen a JSON Lines file of intakes (one per line) into OUTPUT.
-
-    Every input line gets one output line: {"line": n, "decision": {...}} or {"line": n,
-    "error": {"status", "code", "message", "errors": [{"path", "message"}]}}; a bad line does not
-    stop the run. A summary goes to stderr. Exit 0 when every line was decided, 65 when some
-    lines were errors (the output is still complete), 78 for a broken rule pack, 1 when the run
-    could not be done.
-    """
-    from tqdm import tqdm
-
-    from service.cli import EXIT_DATAERR, _load, _rules_dir
-
-    if input_file.resolve() == output_file.resolve():
-        raise click.UsageError("the output must not be the input file")
-    directory = _rules_dir(rules_dir)
-    ruleset = _load(directory)  # problems are printed and exit 78 here, not in every worker
-    backend = os.environ.get("SCREENING_ENGINE", "durable")
-    when = as_of.replace(tzinfo=dt.timezone.utc) if as_of else None
-    show = progress if progress is not None else sys.stderr.isatty()
-    bar = tqdm(total=count_lines(input_file) if show else None, unit=" intakes", disable=not show,
-               dynamic_ncols=True, smoothing=0.1)
-    try:
-        summary = run_batch(input_file, output_file, rules_dir=directory, backend=backend, as_of=when,
-                            workers=workers, resume=resume, progress=bar.update, ruleset=ruleset)
-    except BatchError as exc:
-        bar.close()
-        click.echo(f"batch: {exc}", err=True)
-        raise SystemExit(1) from None
-    bar.close()
-    click.echo(summary.format(), err=True)
-    if summary_file:
-        summary_file.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    raise SystemExit(EXIT_DATAERR if summary.errors else 0)

@@ -19,6 +19,19 @@ class Reason:
     evidence: dict[str, Any]
     citation: str
     findings: list[str] = field(default_factory=list)
+    # The citation with each source spelled out (service.policy.citations.expand).
+    sources: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """An absent answer the pack deliberately lets a rule read as absent (pack.yaml
+    ``optional``): stated on the decision so that a clinician confirms it."""
+    path: str
+    means: str
+    reason: str
+    citation: str
+    sources: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class Decision:
     ruleset: dict[str, str]
     evaluated_at: dt.datetime
     explanation: list[dict] | None = None
+    assumptions: list[Assumption] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         # By hand, not dataclasses.asdict: that deep-copies every value and was the largest
@@ -55,10 +69,12 @@ class Decision:
             "reasons": [
                 {"rule_id": r.rule_id, "title": r.title, "effect": r.effect, "severity": r.severity,
                  "priority": r.priority, "message": r.message, "evidence": r.evidence, "citation": r.citation,
-                 "findings": list(r.findings)}
+                 "findings": list(r.findings), "sources": [dict(x) for x in r.sources]}
                 for r in self.reasons
             ],
             "missing": list(self.missing),
+            "assumptions": [{"path": a.path, "means": a.means, "reason": a.reason, "citation": a.citation,
+                             "sources": [dict(x) for x in a.sources]} for a in self.assumptions],
             "findings": [{"finding": f.finding, "rule_id": f.rule_id, "title": f.title, "evidence": f.evidence}
                          for f in self.findings],
             "ruleset": dict(self.ruleset),

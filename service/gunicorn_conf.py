@@ -46,8 +46,8 @@ def on_starting(server):
     """Refuse to start on a pack that fails lint or compile (its rule tests gate every reload;
     `screening rules test` gates a release); once started, workers that (re)boot on a broken
     directory fall back to the last good pack."""
-    from service.config import Settings
-    from service.reload import SERVING_ENV, load_or_fall_back, save_last_good
+    from service.config import SERVING_ENV, Settings
+    from service.reload import load_or_fall_back, save_last_good
 
     settings = Settings.from_env()
     ruleset, _ = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir)

@@ -38,9 +38,6 @@ from service.ruleset import Ruleset, RulesetHolder, load_ruleset
 log = logging.getLogger("screening.reload")
 
 LAST_GOOD = "last-good-rules"
-# Set by the gunicorn master once it has validated the pack: from then on a worker that boots
-# on a broken directory may fall back to the last good pack rather than crash-loop.
-SERVING_ENV = "SCREENING_SERVING"
 
 
 @dataclass
@@ -126,6 +123,19 @@ def signature(rules_dir: Path) -> tuple:
         return ()
 
 
+# Loading and compiling grow linearly with the pack (bench: about 1 ms per rule on a busy 2-core
+# machine): the configured deadline covers the fixed cost and this much more per rule, ten
+# times the measured cost, so a 5,000-rule pack is not refused for being large.
+COMPILE_SECONDS_PER_RULE = 0.01
+
+
+def compile_deadline(compile_timeout: float, rules: int) -> float:
+    """The child's deadline for a pack of ``rules`` rules: SCREENING_COMPILE_TIMEOUT plus a
+    per-rule allowance. It still stops a compile that hangs (durable-rules does at 512
+    conditions in one ruleset), just later for a larger pack."""
+    return compile_timeout + rules * COMPILE_SECONDS_PER_RULE
+
+
 def compile_in_child(pack_dir: Path, backend: str, timeout: float) -> str | None:
     """Compile in a separate process with a deadline. Returns a problem, or None if it compiled."""
     code = (
@@ -154,13 +164,14 @@ def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float,
         pack = load_pack(pack_dir, shown_as)  # lint first: cheap, and the clearest messages
     except RulePackError as exc:
         return None, [str(p) for p in exc.problems if p.level == "error"]
-    problem = compile_in_child(pack_dir, backend, compile_timeout)
+    problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)))
     if problem:
         return None, [problem]
     try:
         ruleset = Ruleset(pack, compile_rules(pack.rules, backend))  # proven to finish in the child
     except EngineError as exc:
         return None, [str(exc)]
+    ruleset.intake_loader  # the candidate's validator, built before it is swapped in
     report = run_tests(ruleset)
     if report.failed:
         return None, [f"rule test failed: {r.case.location} {r.case.name}" for r in report.failed]
@@ -180,14 +191,15 @@ def save_last_good(pack_dir: Path, state_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path) -> tuple[Ruleset, str | None]:
-    """A worker's start: the configured pack, or — only once the service is serving — the last
-    good pack, with the reason it was needed."""
+def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path,
+                      serving: bool = False) -> tuple[Ruleset, str | None]:
+    """A worker's start: the configured pack, or — only once the service is serving
+    (Settings.serving) — the last good pack, with the reason it was needed."""
     try:
         return load_ruleset(rules_dir, backend), None
     except (RulePackError, EngineError) as exc:
         fallback = state_dir / LAST_GOOD
-        if os.environ.get(SERVING_ENV) != "1" or not fallback.is_dir():
+        if not serving or not fallback.is_dir():
             raise
         log.error("rules in %s are broken; serving the last good pack: %s", rules_dir, exc)
         return load_ruleset(fallback, backend), f"serving the last good pack: {exc}"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from service.engine import CompiledRules, compile_rules
 from service.engine.base import layers
+from service.policy.citations import expand
+from service.policy.completeness import CompletenessPlan
 from service.policy.loader import load_pack
 from service.policy.model import Rule, RulePack
 
@@ -29,6 +31,28 @@ class Ruleset:
         return self.pack.catalog.intake_schema()
 
     @cached_property
+    def intake_loader(self):
+        """The same validator on the fast path for valid intakes (service.fastload), built once
+        per ruleset from its own schema and swapped with it: HTTP and batch use it."""
+        from service.fastload import FastLoader
+
+        return FastLoader(self.intake_schema)
+
+    @cached_property
+    def completeness(self) -> CompletenessPlan:
+        """What each rule reads, for the three-valued pass of a screening."""
+        return CompletenessPlan(self.pack)
+
+    @cached_property
+    def sources(self) -> dict[str, list[dict]]:
+        """rule id -> its citation with every source spelled out (the pack's registry)."""
+        return {r.id: expand(r.citation, self.pack.citations) for r in self.pack.rules}
+
+    @cached_property
+    def optional_sources(self) -> dict[str, list[dict]]:
+        return {o.path: expand(o.citation, self.pack.citations) for o in self.pack.optional}
+
+    @cached_property
     def evaluation_order(self) -> tuple[Rule, ...]:
         """The rules with every finding rule before the rules that use it (the engine's layers),
         whatever order the files give them in."""
@@ -38,7 +62,9 @@ class Ruleset:
 def load_ruleset(path: Path | str, backend: str = "durable") -> Ruleset:
     """Load, lint and compile a pack. Raises RulePackError or EngineError; never half-loads."""
     pack = load_pack(path)
-    return Ruleset(pack, compile_rules(pack.rules, backend))
+    ruleset = Ruleset(pack, compile_rules(pack.rules, backend))
+    ruleset.intake_loader  # built here, off the request path: the first screening does not pay for it
+    return ruleset
 
 
 def default_rules_path() -> Path:

@@ -1,13 +1,17 @@
-"""Fixtures shared by tests/test_cdshooks_*.py (imported by them, so tests/conftest.py stays as is)."""
+"""Fixtures of the CDS Hooks tests (tests/test_cdshooks_*.py), loaded by tests/conftest.py."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from service.app import create_app
 from service.cdshooks.blueprint import CdsHooksState
 from service.cdshooks.jwt_auth import Issuer, Verifier
-from service.config import Settings
 from tests.cdshooks_support import ISSUER, Signer
+from tests.conftest import app_settings
+
+BASE_URL = "http://localhost"
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +22,11 @@ def signer() -> Signer:
 @pytest.fixture(scope="module")
 def cds_app(tmp_path_factory, signer):
     tmp = tmp_path_factory.mktemp("cds")
-    app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp}/decisions.db"))
+    app = create_app(app_settings(tmp))
     jwks = signer.write_jwks(tmp)
+    # The public base URL is configuration (SCREENING_CDS_BASE_URL), never the Host header.
     app.extensions["cds_hooks"] = CdsHooksState(
-        verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(jwks))}))
+        verifier=Verifier(issuers={ISSUER: Issuer(ISSUER, jwks_file=str(jwks))}), base_url=BASE_URL)
     return app
 
 
@@ -42,5 +47,11 @@ def cds(cds_app, signer):
             return client.get(path, headers={"Authorization": f"Bearer {token}"})
 
         raw = client
+
+        def trust_fhir_server(self, base: str) -> None:
+            """Configure ``base`` as the FHIR server of the test issuer (SCREENING_CDS_ISSUERS
+            fhir_servers): the only kind of fhirServer the service fetches from."""
+            verifier = cds_app.extensions["cds_hooks"].verifier
+            verifier.issuers[ISSUER] = dataclasses.replace(verifier.issuers[ISSUER], fhir_servers=(base,))
 
     return Caller()

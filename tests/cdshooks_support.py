@@ -223,23 +223,30 @@ def hook_request(hook: str, orders: list[dict], prefetch: dict | None, *, select
 def situation(name: str) -> tuple[dict, dict]:
     """A patient's prefetch as an EHR would send it, and the equivalent intake JSON."""
     taken = now() - dt.timedelta(days=4)
-    qr_answers = {"psychiatric_history.suicidal_ideation": "none", "patient.breastfeeding": False}
+    qr_answers = {"psychiatric_history.suicidal_ideation": "none", "patient.breastfeeding": False,
+                  "psychiatric_history.prior_suicide_attempt": False, "prior_ketamine.previously_treated": False,
+                  "treatment.observation_2h_arranged": True, "treatment.transport_home_arranged": True}
     conditions = [condition("dep-1", ICD, "F33.1", "Major depressive disorder, recurrent, moderate")]
     observations = [bp(128, 82, taken), heart_rate(72, taken)]
     intake = {
-        "treatment": {"route": "iv_ketamine", "indication": "treatment_resistant_depression"},
+        "treatment": {"route": "iv_ketamine", "indication": "treatment_resistant_depression",
+                      "observation_2h_arranged": True, "transport_home_arranged": True},
         "patient": {"age_years": 42, "sex_at_birth": "female", "pregnant": False, "breastfeeding": False},
         "vitals": {"systolic_bp": 128, "diastolic_bp": 82, "heart_rate": 72, "measured_at": iso(taken)},
         "psychiatric_history": {"psychosis": "none", "schizophrenia": False, "schizoaffective_disorder": False,
-                                "bipolar_disorder": False, "current_mania": False, "suicidal_ideation": "none"},
+                                "bipolar_disorder": False, "current_mania": False, "suicidal_ideation": "none",
+                                "prior_suicide_attempt": False},
         "substance_use": [],
         "medical_history": {"aneurysmal_vascular_disease": False, "arteriovenous_malformation": False,
                             "intracerebral_hemorrhage": False, "unstable_cardiovascular_disease": False,
                             "severe_hepatic_impairment": False, "elevated_intracranial_pressure": False,
                             "elevated_intraocular_pressure": False, "recent_cardiac_event": False,
-                            "cerebrovascular_history": False, "hepatic_impairment": "none"},
+                            "cerebrovascular_history": False, "hepatic_impairment": "none",
+                            "uncontrolled_hyperthyroidism": False, "seizure_disorder": False,
+                            "sleep_apnea": False, "chronic_respiratory_disease": False},
         "medications": [{"name": "sertraline 50 MG Oral Tablet", "class": "ssri"}],
         "allergies": {"ketamine": False, "esketamine": False},
+        "prior_ketamine": {"previously_treated": False},
     }
     if name == "hypertensive":
         observations[0] = bp(192, 104, taken)

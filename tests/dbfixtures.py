@@ -16,9 +16,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
-from service.store.sql import SqlStore
+from service.store.factory import open_store
+from tests.conftest import app_settings, bearer
 
 POSTGRES_URL = os.environ.get("SCREENING_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("SCREENING_REQUIRE_POSTGRES") == "1"
@@ -61,14 +60,14 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def db_store(database_url):
-    store = SqlStore(database_url)
+    store = open_store(database_url, required=True)
     yield store
     store.close()
 
 
 @pytest.fixture
 def db_app(database_url, tmp_path):
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, database_url=database_url))
+    app = create_app(app_settings(tmp_path, database_url=database_url))
     yield app
     app.extensions["store"].close()
 
@@ -77,8 +76,7 @@ def db_app(database_url, tmp_path):
 def db_client(db_app):
     """A client of db_app whose requests carry an API key with every scope."""
     client = db_app.test_client()
-    token = create_key(db_app.extensions["store"].keys, "tests", SCOPES).token
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(db_app)["Authorization"]
     return client
 
 

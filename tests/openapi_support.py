@@ -10,13 +10,10 @@ from werkzeug.serving import make_server
 
 
 def admin_headers(app: Flask) -> dict[str, str]:
-    """A fresh key with every scope, in the header the description documents ({} without keys)."""
-    from service.auth import create_key
+    """A fresh key with every scope, in the header the description documents."""
+    from tests.conftest import bearer
 
-    store = app.extensions.get("store")
-    if store is None or not hasattr(store, "keys"):
-        return {}
-    return {"Authorization": f"Bearer {create_key(store.keys, 'openapi-tests', ['admin']).token}"}
+    return bearer(app, ["admin"], "openapi-tests")
 
 
 @contextmanager

@@ -144,10 +144,15 @@ def schema_values(schema: Schema, prefix: str = "", complete: bool = False) -> s
 
 
 def _consistent(obj: dict) -> dict:
-    """The one cross-field rule of the contract: diastolic below systolic."""
+    """The cross-field rules of the contract: diastolic below systolic; no date of a last suicide
+    attempt with "never attempted"; no adverse events on ketamine with "never treated"."""
     sbp, dbp = obj.get("systolic_bp"), obj.get("diastolic_bp")
     if isinstance(sbp, int) and isinstance(dbp, int) and dbp >= sbp:
         obj["diastolic_bp"] = sbp - 1  # systolic >= 50, so this stays within 20..200
+    if obj.get("prior_suicide_attempt") is False and obj.get("last_suicide_attempt") is not None:
+        obj["last_suicide_attempt"] = None
+    if obj.get("previously_treated") is False and obj.get("adverse_events"):
+        obj["adverse_events"] = []
     return obj
 
 
@@ -190,7 +195,7 @@ def near_clean_intakes(draw, max_edits: int = 3) -> dict:
             holder[leaf] = None
         else:
             holder[leaf] = draw(field_values(field, path, complete=False))
-        if isinstance(holder, dict) and "systolic_bp" in holder:
+        if isinstance(holder, dict):
             _consistent(holder)
     # Editing inside a removed object may have re-created it without its required fields.
     treatment = intake.setdefault("treatment", {})

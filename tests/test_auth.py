@@ -3,6 +3,7 @@ and the first admin key `screening serve` prints on an empty log."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -43,12 +44,13 @@ def keyed(db_app):
         if path == "/v1/screenings":
             body = example("eligible-iv")
         elif path.endswith("/review"):
-            body = {"outcome": "approve", "reviewer": "dr"}
+            body = {"action": "approve"}
         return getattr(client, method)(path, json=body, headers=headers)
 
     call.store = store
     call.decision_id = decision_id
-    call.key = lambda *scopes: create_key(store.keys, "k", scopes).token
+    # Issued to a physician, so that a review key can record a sign-off (as that physician).
+    call.key = lambda *scopes: create_key(store.keys, "k", scopes, physician="dr.test").token
     return call
 
 
@@ -164,10 +166,29 @@ def test_keys_create_list_revoke(cli, db_app):
     key_id = listed[0]["id"]
     revoked = cli("keys", "revoke", key_id)
     assert revoked.exit_code == 0 and key_id in revoked.stdout
+    # Another process revoked it: running workers refuse it within the key cache's bound.
+    assert "within 5 s" in revoked.stderr
+    cache = db_app.extensions["key_cache"]
+    cache.clock = lambda: time.monotonic() + cache.max_age
     assert client.get("/v1/decisions", headers=headers).status_code == 401
     assert json.loads(cli("keys", "list", "--json").stdout)[0]["revoked_at"] is not None
     missing = cli("keys", "revoke", "0000000000000000")
     assert missing.exit_code == 1 and "no API key" in missing.stderr
+
+
+def test_keys_create_issues_a_key_to_a_physician_who_signs_off_with_it(cli, db_app):
+    unbound = cli("keys", "create", "--name", "x", "--scope", "review")
+    assert unbound.exit_code == 0 and "cannot record sign-offs" in unbound.stderr
+    assert cli("keys", "create", "--name", "x", "--scope", "review", "--physician", "dr ada").exit_code == 2
+    made = json.loads(cli("keys", "create", "--name", "Dr Ada's key", "--scope", "review", "--scope", "screen",
+                          "--physician", "dr.ada", "--json").stdout)
+    assert made["physician"] == "dr.ada"
+    client = db_app.test_client()
+    headers = {"Authorization": f"Bearer {made['token']}"}
+    decision = client.post("/v1/screenings", json=example("review-substance-history"), headers=headers).get_json()
+    signed = client.post(f"/v1/decisions/{decision['decision_id']}/review", json={"action": "approve"}, headers=headers)
+    assert signed.status_code == 201
+    assert (signed.get_json()["reviewer"], signed.get_json()["client"]) == ("dr.ada", made["id"])
 
 
 def test_keys_create_refuses_unknown_scopes_and_needs_one(cli):
@@ -199,8 +220,9 @@ def test_serve_on_an_empty_log_prints_an_admin_key_once(cli, db_app, monkeypatch
     client = db_app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/v1/screenings", json=example("eligible-iv"), headers=headers).status_code == 200
-    assert client.post("/v1/decisions/nope/review", json={"outcome": "approve", "reviewer": "d"},
-                       headers=headers).status_code == 404  # past the scope check: every scope
+    # Past the scope check (every scope), but the first key is not issued to a physician.
+    assert client.post("/v1/decisions/nope/review", json={"action": "approve"},
+                       headers=headers).status_code == 403
 
     second = cli("serve")
     assert second.exit_code == 0 and "SCREENING_API_KEY" not in second.output

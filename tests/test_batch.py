@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
 
+from schemas.intake import IntakeSchema
 from service.batch import BatchError, run_batch
 from service.cli import main
+from service.fastload import FastLoader
 from service.ruleset import default_rules_path
 from service.screening import screen
 from tests.conftest import AS_OF, example, validated
+from tests.strategies import intakes as intake_strategy
 
 EXAMPLES = ("eligible-iv", "ineligible-several", "incomplete-no-vitals", "review-substance-history")
 
@@ -181,3 +187,76 @@ def test_the_output_may_not_be_the_input(tmp_path):
     src = _write(tmp_path / "in.jsonl", _intakes(3))
     result = CliRunner().invoke(main, ["batch", str(src), "-o", str(src)])
     assert result.exit_code == 2 and len(src.read_text().splitlines()) == 3
+
+
+# --- the fast validation path (service/fastload.py) agrees with the marshmallow contract --------
+
+_SCHEMA = IntakeSchema()
+_FAST = FastLoader(IntakeSchema())
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
+                     | st.text(max_size=12) | st.sampled_from(["none", "active", "iv_ketamine", "2026-01-01",
+                                                                 "2026-01-01T00:00:00Z", "ssri", "\ud800"]),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, prefix + (i,))
+
+
+@st.composite
+def _mutated(draw):
+    """A valid intake with one thing changed: a value replaced, a key removed, or one added."""
+    raw = copy.deepcopy(draw(intake_strategy()))
+    path = draw(st.sampled_from([p for p in _paths(raw) if p]))
+    parent = raw
+    for part in path[:-1]:
+        parent = parent[part]
+    how = draw(st.sampled_from(["replace", "remove", "add"]))
+    if how == "replace":
+        parent[path[-1]] = draw(_JSON)
+    elif how == "remove" and isinstance(parent, dict):
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[draw(st.text(max_size=8))] = draw(_JSON)
+    return raw
+
+
+def _outcome(load, raw):
+    try:
+        return "ok", load(copy.deepcopy(raw))
+    except ValidationError as exc:
+        return "error", exc.messages
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=st.one_of(intake_strategy(), _mutated()))
+def test_the_fast_path_loads_exactly_what_marshmallow_loads(raw):
+    assert _outcome(_FAST.load, raw) == _outcome(_SCHEMA.load, raw)
+
+
+def test_the_fast_path_answers_valid_intakes_itself():
+    fast = FastLoader(IntakeSchema())
+    for name in EXAMPLES:
+        assert fast.load(example(name)) == IntakeSchema().load(example(name))
+    assert fast.fast_loads == len(EXAMPLES)
+
+
+def test_a_schema_feature_it_does_not_model_goes_to_marshmallow():
+    from marshmallow import Schema, fields, post_load
+
+    class WithPostLoad(Schema):
+        x = fields.Integer()
+
+        @post_load
+        def double(self, data, **_):
+            return {"x": data["x"] * 2}
+
+    fast = FastLoader(WithPostLoad())
+    assert fast.load({"x": 2}) == {"x": 4} and fast.fast_loads == 0

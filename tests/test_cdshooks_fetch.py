@@ -3,7 +3,6 @@ rules' data can be had neither way the answer is 412."""
 from __future__ import annotations
 
 from service.cdshooks.cards import EXTENSION_KEY
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import FhirServer, hook_request, ketamine_order, situation
 
 SIGN = "/cds-services/ketamine-screening-sign"
@@ -18,6 +17,7 @@ def _decision(response) -> dict:
 def test_no_prefetch_everything_fetched_with_the_bearer_token(cds):
     prefetch, _ = situation("hypertensive")
     with FhirServer(prefetch) as server:
+        cds.trust_fhir_server(server.base)
         full = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch)))
         fetched = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], None, fhir_server=server.base)))
     for key in ("decision", "reasons", "missing", "physician_review_required"):
@@ -33,6 +33,7 @@ def test_only_what_prefetch_lacks_is_fetched(cds):
     prefetch, _ = situation("psychosis")
     partial = {k: v for k, v in prefetch.items() if k != "conditions"}
     with FhirServer(prefetch) as server:
+        cds.trust_fhir_server(server.base)
         decision = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], partial, fhir_server=server.base)))
     assert [p.split("?")[0] for p, _ in server.requests] == ["/fhir/Condition"]
     assert "active_psychosis" in {r["rule_id"] for r in decision["reasons"]}
@@ -43,6 +44,7 @@ def test_operation_outcome_in_prefetch_is_fetched_again(cds):
     sent = dict(prefetch, allergies={"resourceType": "OperationOutcome",
                                      "issue": [{"severity": "error", "code": "timeout"}]})
     with FhirServer(prefetch) as server:
+        cds.trust_fhir_server(server.base)
         decision = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], sent, fhir_server=server.base)))
     assert [p.split("?")[0] for p, _ in server.requests] == ["/fhir/AllergyIntolerance"]
     assert decision["decision"] == "eligible"
@@ -61,6 +63,7 @@ def test_412_when_prefetch_lacks_required_data_and_there_is_no_fhir_server(cds):
 def test_412_when_the_fhir_server_fails(cds):
     prefetch, _ = situation("clean")
     with FhirServer(prefetch, fail=("Condition",)) as server:
+        cds.trust_fhir_server(server.base)
         r = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], None, fhir_server=server.base))
     assert r.status_code == 412
     assert [e["path"] for e in r.get_json()["error"]["errors"]] == ["prefetch.conditions"]
@@ -73,6 +76,7 @@ def test_412_when_the_fhir_server_is_unreachable(cds):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
+    cds.trust_fhir_server(f"http://127.0.0.1:{port}/fhir")
     r = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], None, fhir_server=f"http://127.0.0.1:{port}/fhir"))
     assert r.status_code == 412
     assert len(r.get_json()["error"]["errors"]) == 7
@@ -90,6 +94,7 @@ def test_no_fetch_at_all_for_an_order_that_is_not_ketamine(cds):
     prefetch, _ = situation("clean")
     from tests.cdshooks_support import amoxicillin_order
     with FhirServer(prefetch) as server:
+        cds.trust_fhir_server(server.base)
         r = cds.post(SIGN, hook_request("order-sign", [amoxicillin_order()], None, fhir_server=server.base))
     assert r.get_json() == {"cards": []}
     assert server.requests == []

@@ -12,7 +12,7 @@ from flask import Flask, jsonify
 from werkzeug.serving import make_server
 
 from service.cdshooks.jwt_auth import AuthError, Issuer, Verifier, parse_issuers
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
+from tests.conftest import app_settings
 from tests.cdshooks_support import ISSUER, KID, Signer, unsigned_token
 
 AUD = "https://cds.example.org/cds-services/ketamine-screening-sign"
@@ -159,12 +159,11 @@ def test_http_replay_is_refused(cds, signer):
 def test_environment_wiring(monkeypatch, tmp_path, signer):
     """SCREENING_CDS_ISSUERS and SCREENING_CDS_BASE_URL reach the app: aud is the public URL."""
     from service.app import create_app
-    from service.config import Settings
 
     path = signer.write_jwks(tmp_path)
     monkeypatch.setenv("SCREENING_CDS_ISSUERS", json.dumps({ISSUER: str(path)}))
     monkeypatch.setenv("SCREENING_CDS_BASE_URL", "https://cds.example.org/")
-    app = create_app(Settings.from_env(database_url=f"sqlite:///{tmp_path}/d.db"))
+    app = create_app(app_settings(tmp_path))
     client = app.test_client()
     ok = signer.token("https://cds.example.org/cds-services")
     assert client.get("/cds-services", headers={"Authorization": f"Bearer {ok}"}).status_code == 200
@@ -186,3 +185,36 @@ def test_a_replay_is_refused_by_every_worker_sharing_the_log(tmp_path, signer, d
     with pytest.raises(AuthError, match="replay"):
         workers[1].verify(bearer(token), AUD)
     workers[1].verify(bearer(signer.token(AUD)), AUD)  # a fresh token still passes
+
+
+# --- red-team findings (issue 18) ---------------------------------------------------------------
+
+def test_a_header_naming_rs384_over_an_ec_key_is_401_not_500(verifier, signer, cds):
+    """PyJWT raises TypeError when handed an EC key for RS384: that was a 500."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUD, "exp": now + 60, "iat": now, "jti": str(uuid.uuid4())}
+    # the kid names the issuer's EC key; the header says RS384
+    token = jwt.encode(claims, rsa_private, algorithm="RS384", headers={"kid": KID})
+    with pytest.raises(AuthError, match="not a key for RS384"):
+        verifier.verify(bearer(token), AUD)
+    claims["aud"] = "http://localhost/cds-services"
+    token = jwt.encode(claims, rsa_private, algorithm="RS384", headers={"kid": KID})
+    r = cds.raw.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("claim,value", [
+    ("iat", lambda now: str(now)), ("exp", lambda now: str(now + 60)), ("nbf", lambda now: str(now)),
+    ("exp", lambda now: True), ("exp", lambda now: 10**400), ("iat", lambda now: -(10**400)),
+])
+def test_numeric_dates_must_be_numbers(verifier, signer, claim, value):
+    """RFC 7519 NumericDate is a JSON number; PyJWT's int() would take "1700000000"."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUD, "exp": now + 60, "iat": now, "jti": str(uuid.uuid4())}
+    claims[claim] = value(now)
+    token = jwt.encode(claims, signer.private, algorithm="ES384", headers={"kid": KID})
+    with pytest.raises(AuthError):
+        verifier.verify(bearer(token), AUD)

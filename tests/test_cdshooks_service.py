@@ -12,7 +12,6 @@ from schemas.intake import IntakeSchema
 from service.cdshooks.cards import EXTENSION_KEY
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
-from tests.cdshooks_conftest import cds, cds_app, signer  # noqa: F401 - fixtures
 from tests.cdshooks_support import (ICD, amoxicillin_order, condition, hook_request, ketamine_order, nutrition_order,
                                     questionnaire_response, searchset, situation, now)
 
@@ -188,7 +187,7 @@ def test_esketamine_order_is_screened_as_the_nasal_spray_with_rems_from_the_ques
     prefetch, _ = situation("clean")
     qr = questionnaire_response({"psychiatric_history.suicidal_ideation": "none", "patient.breastfeeding": False,
                                  "treatment.rems_enrolled": True, "treatment.observation_2h_arranged": True,
-                                 "treatment.transport_home_arranged": False}, now())
+                                 "treatment.transport_home_arranged": False, "treatment.setting": "outpatient"}, now())
     prefetch["intakeQuestionnaire"] = searchset(qr)
     [card] = cds.post(SIGN, hook_request("order-sign", [ketamine_order(drug="esketamine")], prefetch)).get_json()["cards"]
     decision = _decision_of(card)

@@ -9,9 +9,8 @@ import sqlite3
 import pytest
 
 from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
-from tests.conftest import example
+from service.auth import create_key
+from tests.conftest import app_settings, bearer, example
 from tests.dbfixtures import PostgresCluster
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -108,64 +107,188 @@ def test_cursor_pagination_over_http(db_client):
     assert pages == 3 and seen == list(reversed(made))
 
 
-def test_review_queue_and_sign_off(db_client):
+def _physician_key(client, physician: str = "dr.ada", scopes=("review", "read")) -> dict:
+    """Headers with a key issued to a named physician (a sign-off is recorded as them)."""
+    record = create_key(client.application.extensions["store"].keys, f"{physician}'s key", scopes,
+                        physician=physician)
+    return {"Authorization": f"Bearer {record.token}"}
+
+
+def test_review_queue_is_urgent_first_then_oldest(db_client):
     clean = _screen(db_client, "eligible-iv", "pt-q1")
     review = _screen(db_client, "review-substance-history", "pt-q2")
     incomplete = _screen(db_client, "incomplete-no-vitals", "pt-q3")
+    raw = _intake("eligible-iv", "pt-q4")
+    raw["psychiatric_history"].update(suicidal_ideation="active", suicidal_plan_or_intent=True)
+    response = db_client.post("/v1/screenings", json=raw)
+    urgent = response.get_json()
+    assert urgent["urgent"] and urgent["physician_review_required"]
 
-    def queue(status: str = "pending") -> list[str]:
-        response = db_client.get(f"/v1/reviews?status={status}")
-        assert response.status_code == 200
+    def queue(status: str = "pending", **extra) -> list[str]:
+        response = db_client.get("/v1/reviews", query_string={"status": status, **extra})
+        assert response.status_code == 200, response.get_json()
         return [item["decision_id"] for item in response.get_json()["items"]]
 
-    assert queue() == [incomplete["decision_id"], review["decision_id"]]  # newest first
+    assert queue() == [urgent["decision_id"], review["decision_id"], incomplete["decision_id"]]
     assert clean["decision_id"] not in queue()
+    # Pages follow the same order.
+    first = db_client.get("/v1/reviews?limit=1").get_json()
+    second = db_client.get(f"/v1/reviews?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [i["decision_id"] for i in first["items"] + second["items"]] == queue()
+    assert second["next_cursor"] is None
+    # A cursor of another listing is refused, not misread.
+    other = db_client.get("/v1/decisions?limit=1").get_json()["next_cursor"]
+    assert db_client.get(f"/v1/reviews?cursor={other}").status_code == 422
 
-    signed = db_client.post(f"/v1/decisions/{review['decision_id']}/review",
-                            json={"outcome": "approve", "reviewer": "Dr A. Example", "note": "remission > 12 months"})
-    assert signed.status_code == 201
+
+def test_sign_off_is_recorded_as_the_physician_the_key_was_issued_to(db_client):
+    review = _screen(db_client, "review-substance-history", "pt-s1")
+    path = f"/v1/decisions/{review['decision_id']}/review"
+    headers = _physician_key(db_client, "dr.ada")
+    signed = db_client.post(path, json={"action": "approve", "note": "remission > 12 months"}, headers=headers)
+    assert signed.status_code == 201, signed.get_json()
     got = signed.get_json()
-    assert (got["outcome"], got["reviewer"], got["note"]) == ("approve", "Dr A. Example", "remission > 12 months")
+    assert (got["outcome"], got["reviewer"], got["credential"], got["note"]) == (
+        "approve", "dr.ada", "api_key", "remission > 12 months")
+    assert got["client"] == headers["Authorization"].split("_")[1]  # the key's id
+    assert got["meaning"] == "Approved: treatment may go ahead as screened." and got["treatment"] == "may_proceed"
     assert got["decision_id"] == review["decision_id"] and got["created_at"].endswith("Z")
-
-    assert queue() == [incomplete["decision_id"]]
-    assert queue("approved") == [review["decision_id"]]
     shown = db_client.get(f"/v1/decisions/{review['decision_id']}").get_json()
     assert shown["review_status"] == "approved" and shown["reviews"] == [got]
     assert shown["decision"] == "eligible" and shown["physician_review_required"] is True  # unchanged
-
-    again = db_client.post(f"/v1/decisions/{review['decision_id']}/review",
-                           json={"outcome": "decline", "reviewer": "Dr B. Example"})
-    assert again.status_code == 201 and again.get_json()["note"] == ""
-    shown = db_client.get(f"/v1/decisions/{review['decision_id']}").get_json()
-    assert shown["review_status"] == "declined" and [r["outcome"] for r in shown["reviews"]] == ["approve", "decline"]
-    assert queue("declined") == [review["decision_id"]]
+    assert db_client.get("/v1/reviews?status=approved").get_json()["items"][0]["decision_id"] == review["decision_id"]
 
 
-@pytest.mark.parametrize("body, paths", [
-    ({"reviewer": "dr"}, ["outcome"]),
-    ({"outcome": "maybe", "reviewer": "dr"}, ["outcome"]),
-    ({"outcome": "approve"}, ["reviewer"]),
-    ({"outcome": "approve", "reviewer": ""}, ["reviewer"]),
-    ({"outcome": "approve", "reviewer": "dr", "note": 5, "extra": 1}, ["extra", "note"]),
+def test_reviewer_identity_is_never_free_text(db_client):
+    """Issue 18 item 3: a `review` key cannot sign in someone else's name."""
+    review = _screen(db_client, "review-substance-history")
+    path = f"/v1/decisions/{review['decision_id']}/review"
+    # A name in the body is refused, whoever sends it.
+    forged = db_client.post(path, json={"action": "decline", "note": "no", "reviewer": "Dr Someone Else"},
+                            headers=_physician_key(db_client, "dr.ada"))
+    assert forged.status_code == 422
+    assert [e["path"] for e in forged.get_json()["error"]["errors"]] == ["reviewer"]
+    # A key that is not issued to a physician (the all-scopes test key) cannot sign off at all.
+    unbound = db_client.post(path, json={"action": "approve"})
+    assert unbound.status_code == 403 and "not issued to a physician" in unbound.get_json()["error"]["message"]
+    assert db_client.get(f"/v1/decisions/{review['decision_id']}").get_json()["reviews"] == []
+
+
+def test_a_key_of_a_person_who_is_not_a_physician_cannot_sign_off(tmp_path, monkeypatch):
+    from tests.web_support import make_app
+    app = make_app(monkeypatch, tmp_path, f"sqlite:///{tmp_path}/log.sqlite3")
+    try:
+        client = app.test_client()
+        screen = create_key(app.extensions["store"].keys, "intake", ["screen"]).token
+        decision = client.post("/v1/screenings", json=_intake("review-substance-history"),
+                               headers={"Authorization": f"Bearer {screen}"}).get_json()
+        path = f"/v1/decisions/{decision['decision_id']}/review"
+        for name in ("nurse.bo", "dr.gone"):  # a clinician; nobody in the users file
+            response = client.post(path, json={"action": "approve"}, headers=_physician_key(client, name))
+            assert response.status_code == 403, name
+        assert client.post(path, json={"action": "approve"}, headers=_physician_key(client, "dr.ada")).status_code == 201
+    finally:
+        app.extensions["store"].close()
+
+
+@pytest.mark.parametrize("name, body, paths", [
+    ("review-substance-history", {}, ["action"]),
+    ("review-substance-history", {"action": "maybe"}, ["action"]),
+    ("review-substance-history", {"action": "decline"}, ["note"]),  # the page refuses it too
+    ("review-substance-history", {"action": "decline", "note": "   "}, ["note"]),
+    ("review-substance-history", {"action": "confirm"}, ["action"]),
+    ("review-substance-history", {"action": "approve", "note": 5, "extra": 1}, ["extra", "note"]),
+    ("review-substance-history", {"action": "approve", "note": "x" * 4001}, ["note"]),
+    ("ineligible-several", {"action": "approve", "note": "x"}, ["action"]),
+    ("ineligible-several", {"action": "override", "note": "x"}, ["overridden_rules"]),
+    ("ineligible-several", {"action": "override", "overridden_rules": ["*"]}, ["note", "overridden_rules"]),
+    ("ineligible-several", {"action": "confirm", "answers": {"vitals.systolic_bp": 1}}, ["answers"]),
+    ("incomplete-no-vitals", {"action": "approve"}, ["action"]),
+    ("incomplete-no-vitals", {"action": "rescreen"}, ["answers"]),
+    ("incomplete-no-vitals", {"action": "rescreen", "answers": {"patient.age_years": 30}}, ["answers"]),
+    ("incomplete-no-vitals", {"action": "rescreen", "answers": {"vitals.systolic_bp": "high"}},
+     ["answers.vitals.systolic_bp"]),
 ])
-def test_an_invalid_sign_off_is_422_by_field(db_client, body, paths):
-    decision = _screen(db_client, "review-substance-history")
-    response = db_client.post(f"/v1/decisions/{decision['decision_id']}/review", json=body)
-    assert response.status_code == 422
+def test_an_invalid_sign_off_is_422_by_field(db_client, name, body, paths):
+    decision = _screen(db_client, name)
+    response = db_client.post(f"/v1/decisions/{decision['decision_id']}/review", json=body,
+                              headers=_physician_key(db_client))
+    assert response.status_code == 422, response.get_json()
     assert sorted(e["path"] for e in response.get_json()["error"]["errors"]) == paths
     assert db_client.get(f"/v1/decisions/{decision['decision_id']}").get_json()["reviews"] == []
 
 
+def test_note_limit_is_the_same_in_the_api_and_on_the_page():
+    from schemas.store import ReviewRequestSchema
+    from service.signoff import MAX_NOTE_CHARS
+    from service.web import views
+
+    field = ReviewRequestSchema().fields["note"]
+    assert any(getattr(v, "max", None) == MAX_NOTE_CHARS for v in field.validators)
+    assert not hasattr(views, "MAX_NOTE_CHARS")
+
+
+def test_exclusion_is_confirmed_or_overridden_through_the_api(db_client):
+    decision = _screen(db_client, "ineligible-several")
+    excluding = [r["rule_id"] for r in decision["reasons"] if r["effect"] == "exclude"]
+    path = f"/v1/decisions/{decision['decision_id']}/review"
+    headers = _physician_key(db_client)
+    confirm = db_client.post(path, json={"action": "confirm"}, headers=headers)
+    assert confirm.status_code == 201 and confirm.get_json()["treatment"] == "must_not_proceed"
+    override = db_client.post(path, json={"action": "override", "overridden_rules": excluding,
+                                          "note": "Cardiology cleared; risks discussed."}, headers=headers)
+    assert override.status_code == 201
+    got = override.get_json()
+    assert got["overridden_rules"] == excluding and got["treatment"] == "may_proceed"
+    shown = db_client.get(path[: -len("/review")]).get_json()
+    assert shown["review_status"] == "overridden" and [r["outcome"] for r in shown["reviews"]] == ["confirm", "override"]
+
+
+def test_incomplete_is_rescreened_through_the_api(db_client):
+    first = _screen(db_client, "incomplete-no-vitals")
+    answers = {p: v for p, v in {"vitals.systolic_bp": 128, "vitals.diastolic_bp": 82,
+                                 "vitals.measured_at": "2026-11-29T09:00:00Z"}.items() if p in first["missing"]}
+    response = db_client.post(f"/v1/decisions/{first['decision_id']}/review",
+                              json={"action": "rescreen", "answers": answers}, headers=_physician_key(db_client))
+    assert response.status_code == 201, response.get_json()
+    got = response.get_json()
+    assert got["treatment"] == "rescreened" and got["rescreen_decision_id"]
+    second = db_client.get(f"/v1/decisions/{got['rescreen_decision_id']}").get_json()
+    assert second["rescreen_of"] == first["decision_id"] and second["source"] == "rescreen"
+    assert second["intake"]["vitals"]["systolic_bp"] == 128
+    assert db_client.get(f"/v1/decisions/{first['decision_id']}").get_json()["review_status"] == "rescreened"
+
+
+def test_old_approve_and_decline_records_still_read(db_client):
+    """Reviews recorded before sign-off actions (approve on an exclusion, a free-text reviewer)
+    stay readable, and say what they were."""
+    from sqlalchemy import insert
+    from service.store.models import reviews
+    import datetime as dt
+    decision = _screen(db_client, "ineligible-several")
+    store = db_client.application.extensions["store"]
+    with store.engine.begin() as conn:
+        conn.execute(insert(reviews), {"review_id": "old-1", "decision_id": decision["decision_id"],
+                                       "created_at": dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+                                       "reviewer": "Dr Free Text", "outcome": "approve", "note": "",
+                                       "client": "0123456789abcdef"})
+    shown = db_client.get(f"/v1/decisions/{decision['decision_id']}").get_json()
+    [old] = shown["reviews"]
+    assert shown["review_status"] == "approved"
+    assert old["credential"] is None and old["overridden_rules"] == []
+    assert old["meaning"].startswith("Approved (recorded before sign-off actions were matched to the decision)")
+
+
 def test_sign_off_errors(db_client):
     clean = _screen(db_client, "eligible-iv")
-    body = {"outcome": "approve", "reviewer": "dr"}
-    assert db_client.post("/v1/decisions/nope/review", json=body).status_code == 404
-    conflict = db_client.post(f"/v1/decisions/{clean['decision_id']}/review", json=body)
+    body = {"action": "approve"}
+    headers = _physician_key(db_client)
+    assert db_client.post("/v1/decisions/nope/review", json=body, headers=headers).status_code == 404
+    conflict = db_client.post(f"/v1/decisions/{clean['decision_id']}/review", json=body, headers=headers)
     assert conflict.status_code == 409 and conflict.get_json()["error"]["code"] == "conflict"
     review = _screen(db_client, "review-substance-history")
-    not_json = db_client.post(f"/v1/decisions/{review['decision_id']}/review", data="outcome=approve",
-                              content_type="application/x-www-form-urlencoded")
+    not_json = db_client.post(f"/v1/decisions/{review['decision_id']}/review", data="action=approve",
+                              content_type="application/x-www-form-urlencoded", headers=headers)
     assert not_json.status_code == 415
 
 
@@ -197,10 +320,9 @@ def test_postgres_down_gives_503_then_resumes_without_loss_or_duplicates(tmp_pat
         conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     admin.dispose()
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path,
-                                       database_url=postgres_schema_url(schema)))
+    app = create_app(app_settings(tmp_path, database_url=postgres_schema_url(schema)))
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(app.extensions["store"].keys, "t", SCOPES).token
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(app)["Authorization"]
     accepted = [_screen(client, "eligible-iv")["decision_id"]]
     caplog.set_level(logging.INFO)
     try:
@@ -235,10 +357,9 @@ def test_sqlite_locked_gives_503_and_stores_nothing_then_resumes(tmp_path, caplo
     path = tmp_path / "log.sqlite3"
     # Rate limiting off: its counter is a write too and would meet the lock first (503 either way,
     # tests/test_rate_limit.py); this test is about the save after screening.
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, rate_limit="off",
-                                       database_url=f"sqlite:///{path}?timeout=0.3"))
+    app = create_app(app_settings(tmp_path, rate_limit="off", database_url=f"sqlite:///{path}?timeout=0.3"))
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + create_key(app.extensions["store"].keys, "t", SCOPES).token
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(app)["Authorization"]
     first = _screen(client, "eligible-iv")["decision_id"]
     caplog.set_level(logging.INFO)
     blocker = sqlite3.connect(path, isolation_level=None)
@@ -262,13 +383,15 @@ def test_sqlite_locked_gives_503_and_stores_nothing_then_resumes(tmp_path, caplo
 def test_nul_characters_never_reach_the_database_as_errors(db_client):
     """PostgreSQL text cannot hold NUL: it must give 4xx or be stored, never 500."""
     assert db_client.get("/v1/decisions/%00").status_code == 404
-    assert db_client.post("/v1/decisions/a%00b/review", json={"outcome": "approve", "reviewer": "d"}).status_code == 404
+    headers = _physician_key(db_client)
+    assert db_client.post("/v1/decisions/a%00b/review", json={"action": "approve"}, headers=headers).status_code == 404
     assert db_client.get("/v1/decisions?subject_id=pt%00").status_code == 422
     decision = _screen(db_client, "review-substance-history")
     response = db_client.post(f"/v1/decisions/{decision['decision_id']}/review",
-                              json={"outcome": "approve", "reviewer": "dr\u0000", "note": "a\u0000b"})
+                              json={"action": "approve", "overridden_rules": ["r\u0000"], "note": "a\u0000b"},
+                              headers=headers)
     assert response.status_code == 422
-    assert sorted(e["path"] for e in response.get_json()["error"]["errors"]) == ["note", "reviewer"]
+    assert sorted(e["path"] for e in response.get_json()["error"]["errors"]) == ["note", "overridden_rules[0]"]
     raw = _intake("ineligible-several")
     raw["medications"][0]["name"] = "sertra\u0000line"
     screened = db_client.post("/v1/screenings", json=raw)

@@ -52,6 +52,10 @@ NEW_TESTS = """cases:
 """
 
 
+FIXTURE_GROUP = "    medical_history:\n"
+EVERY_MEDICAL_QUESTION = "        - medical_history.unstable_cardiovascular_disease\n"  # the last of such a list
+
+
 def copy_pack(tmp_path: Path) -> Path:
     target = tmp_path / "ketamine-screening"
     shutil.copytree(PACK, target)
@@ -67,6 +71,18 @@ def add_new_fact(pack_dir: Path, version: str = "9999.1.0-pheochromocytoma") -> 
     fields.write_text(text.replace(anchor, NEW_FIELD.lstrip("\n") + anchor))
     (pack_dir / "92-pheochromocytoma.yaml").write_text(NEW_RULE)
     (pack_dir / "92-pheochromocytoma_test.yaml").write_text(NEW_TESTS)
+    # A rule reads the new answer, so an intake without it is asked for it (unknown is never
+    # assumed): every clean fixture answers it, as every fixture answers every question.
+    fixtures = pack_dir / "fixtures.yaml"
+    text = fixtures.read_text()
+    assert text.count(FIXTURE_GROUP) >= 5
+    fixtures.write_text(text.replace(FIXTURE_GROUP, FIXTURE_GROUP + "      pheochromocytoma: false\n"))
+    # ... and the cases that list every medical_history question ask it too.
+    for test_file in sorted(pack_dir.glob("*_test.yaml")):
+        text = test_file.read_text()
+        if EVERY_MEDICAL_QUESTION in text:
+            test_file.write_text(text.replace(EVERY_MEDICAL_QUESTION, EVERY_MEDICAL_QUESTION
+                                              + "        - medical_history.pheochromocytoma\n"))
     pack = pack_dir / "pack.yaml"
     pack.write_text(re.sub(r"^version: .*$", f'version: "{version}"', pack.read_text(), flags=re.M))
 
@@ -165,6 +181,10 @@ def test_a_new_field_is_a_catalog_edit_taken_on_reload(live):
     assert screened.status_code == 200, screened.get_data(as_text=True)
     body = screened.get_json()
     assert body["decision"] == "ineligible" and [r["rule_id"] for r in body["reasons"]] == ["pheochromocytoma"]
+    # An intake system that does not send the new answer yet is asked for it, never taken as "no".
+    del intake["medical_history"]["pheochromocytoma"]
+    asked = client.post("/v1/screenings", json=intake, headers=headers).get_json()
+    assert (asked["decision"], asked["missing"]) == ("incomplete", ["medical_history.pheochromocytoma"])
     # The description integrators read, and the words clinicians read, follow the same catalog.
     spec = client.get("/openapi.json").get_json()
     assert spec["components"]["schemas"]["MedicalHistory"]["properties"]["pheochromocytoma"] == {

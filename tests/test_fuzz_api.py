@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.app import create_app
 from service.cdshooks.jwt_auth import Issuer, Verifier
-from service.config import Settings
+from tests.conftest import app_settings
 from tests.cdshooks_support import ISSUER, Signer
 from tests.openapi_support import admin_headers
 
@@ -41,13 +41,14 @@ NOT_FUZZED = {("POST", "/v1/admin/reload")}
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory):
     """An app of its own: its CDS Hooks verifier trusts the fuzzer's signing key."""
-    app = create_app(Settings.from_env(reload_interval=0))
+    app = create_app(app_settings(tmp_path_factory.mktemp("fuzz-app")))
     state = app.extensions.get("cds_hooks")
     signer = None
     if state is not None:
         signer = Signer()
         jwks = signer.write_jwks(tmp_path_factory.mktemp("fuzz-jwks"))
         state.verifier = Verifier(issuers={ISSUER: Issuer(iss=ISSUER, jwks_file=str(jwks))})
+        state.base_url = "http://localhost"  # SCREENING_CDS_BASE_URL: the audience the fuzzer signs for
     return app, signer
 
 

@@ -27,14 +27,14 @@ SECRET_MEDICATION = "quetiapine-MARMOSET-9920"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def gunicorn_two_workers(tmp_path_factory):
     with Gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=2) as running:
         running.headers = {"Authorization": f"Bearer {running.api_key('screen', 'read')}"}
         yield running
 
 
-def scrape(server: Gunicorn) -> dict[tuple[str, tuple], float]:
-    text = requests.get(server.url + "/metrics", timeout=10).text
+def scrape(gunicorn_two_workers: Gunicorn) -> dict[tuple[str, tuple], float]:
+    text = requests.get(gunicorn_two_workers.url + "/metrics", timeout=10).text
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -47,18 +47,18 @@ def total(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, lbl), v in samples.items() if n == name and want <= set(lbl))
 
 
-def screen(server: Gunicorn, body: dict, **headers: str) -> requests.Response:
+def screen(gunicorn_two_workers: Gunicorn, body: dict, **headers: str) -> requests.Response:
     # A new connection per request (no session): the kernel hands connections to either worker.
-    return requests.post(server.url + "/v1/screenings", json=body, headers={**server.headers, **headers},
+    return requests.post(gunicorn_two_workers.url + "/v1/screenings", json=body, headers={**gunicorn_two_workers.headers, **headers},
                          timeout=30)
 
 
-def pids_serving(server: Gunicorn, request_ids: set[str]) -> Counter:
-    return Counter(r["pid"] for r in server.log_records() if r.get("request_id") in request_ids)
+def pids_serving(gunicorn_two_workers: Gunicorn, request_ids: set[str]) -> Counter:
+    return Counter(r["pid"] for r in gunicorn_two_workers.log_records() if r.get("request_id") in request_ids)
 
 
-def test_metrics_add_up_across_worker_processes(server):
-    before = scrape(server)
+def test_metrics_add_up_across_worker_processes(gunicorn_two_workers):
+    before = scrape(gunicorn_two_workers)
     eligible, ineligible = example("eligible-iv"), example("ineligible-several")
     invalid = copy.deepcopy(eligible)
     invalid["vitals"]["systolic_bp"] = 900
@@ -69,18 +69,18 @@ def test_metrics_add_up_across_worker_processes(server):
     for i in range(300):
         kind, body = [("eligible", eligible), ("ineligible", ineligible), ("invalid", invalid)][i % 3]
         rid = f"metrics-{i}"
-        response = screen(server, body, **{"X-Request-ID": rid})
+        response = screen(gunicorn_two_workers, body, **{"X-Request-ID": rid})
         assert response.status_code == (422 if kind == "invalid" else 200), response.text
         sent[kind] += 1
         request_ids.add(rid)
-        if i >= 29 and i % 3 == 2 and len(pids_serving(server, request_ids)) == 2:
+        if i >= 29 and i % 3 == 2 and len(pids_serving(gunicorn_two_workers, request_ids)) == 2:
             break
-    served_by = pids_serving(server, request_ids)
+    served_by = pids_serving(gunicorn_two_workers, request_ids)
     assert len(served_by) == 2, f"one worker served everything: {served_by}"
     assert sum(served_by.values()) == sum(sent.values())
 
-    after = scrape(server)
-    digest = requests.get(server.url + "/v1/rulesets/current", headers=server.headers, timeout=10).json()["digest"]
+    after = scrape(gunicorn_two_workers)
+    digest = requests.get(gunicorn_two_workers.url + "/v1/rulesets/current", headers=gunicorn_two_workers.headers, timeout=10).json()["digest"]
 
     def delta(name, **labels):
         return total(after, name, **labels) - total(before, name, **labels)
@@ -100,12 +100,12 @@ def test_metrics_add_up_across_worker_processes(server):
         sent["eligible"] + sent["ineligible"]
 
 
-def test_every_instance_reports_the_ruleset_it_serves(server):
-    current = requests.get(server.url + "/v1/rulesets/current", headers=server.headers, timeout=10).json()
-    samples = scrape(server)
+def test_every_instance_reports_the_ruleset_it_serves(gunicorn_two_workers):
+    current = requests.get(gunicorn_two_workers.url + "/v1/rulesets/current", headers=gunicorn_two_workers.headers, timeout=10).json()
+    samples = scrape(gunicorn_two_workers)
     served = {dict(labels)["digest"]: v for (name, labels), v in samples.items() if name == "screening_ruleset_info"}
     assert served == {current["digest"]: 1.0}
-    ready = requests.get(server.url + "/readyz", timeout=10)
+    ready = requests.get(gunicorn_two_workers.url + "/readyz", timeout=10)
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready"
@@ -113,19 +113,19 @@ def test_every_instance_reports_the_ruleset_it_serves(server):
     assert body["ruleset"]["digest"] == current["digest"]
 
 
-def test_request_log_is_json_with_request_id_and_never_intake_values(server):
+def test_request_log_is_json_with_request_id_and_never_intake_values(gunicorn_two_workers):
     raw = example("ineligible-several")
     raw["subject_id"] = SECRET_SUBJECT
     raw["medications"] = [{"name": SECRET_MEDICATION, "class": "ssri"}]
-    ok = screen(server, raw, **{"X-Request-ID": "trace-log-0001"})
+    ok = screen(gunicorn_two_workers, raw, **{"X-Request-ID": "trace-log-0001"})
     assert ok.status_code == 200 and ok.json()["subject_id"] == SECRET_SUBJECT
     bad = copy.deepcopy(raw)
     bad["vitals"]["systolic_bp"] = 900
     bad["favourite_colour"] = SECRET_MEDICATION  # an unknown field, echoing a value back
-    rejected = screen(server, bad, **{"X-Request-ID": "trace-log-0002"})
+    rejected = screen(gunicorn_two_workers, bad, **{"X-Request-ID": "trace-log-0002"})
     assert rejected.status_code == 422
 
-    records = server.log_records()  # raises if any line is not JSON, gunicorn's own included
+    records = gunicorn_two_workers.log_records()  # raises if any line is not JSON, gunicorn's own included
     assert any(r["logger"] == "gunicorn.error" and "Booting worker" in r["message"] for r in records)
     line = next(r for r in records if r.get("request_id") == "trace-log-0001")
     assert line["logger"] == "screening.request"
@@ -133,27 +133,27 @@ def test_request_log_is_json_with_request_id_and_never_intake_values(server):
         ("POST", "/v1/screenings", 200, "ineligible")
     assert line["ruleset_digest"] == ok.json()["ruleset"]["digest"]
     assert "active_psychosis" in line["reasons"]
-    token = server.headers["Authorization"].split()[1]
+    token = gunicorn_two_workers.headers["Authorization"].split()[1]
     assert line["client_id"] == token.split("_")[1]  # the key's id, never the key
-    assert token not in server.log_text()
+    assert token not in gunicorn_two_workers.log_text()
     assert isinstance(line["latency_ms"], float) and line["latency_ms"] > 0
     refused = next(r for r in records if r.get("request_id") == "trace-log-0002")
     assert refused["status"] == 422 and "vitals.systolic_bp" in refused["invalid_fields"]
     assert [r.get("request_id") for r in records].count("trace-log-0001") == 1  # one line per request
 
-    text = server.log_text()
+    text = gunicorn_two_workers.log_text()
     assert SECRET_SUBJECT not in text
     assert SECRET_MEDICATION not in text
     assert "MARMOSET" not in text and "ZEBRA" not in text
 
 
-def test_x_request_id_is_honoured_when_sane_and_replaced_when_not(server):
+def test_x_request_id_is_honoured_when_sane_and_replaced_when_not(gunicorn_two_workers):
     body = example("eligible-iv")
-    assert screen(server, body, **{"X-Request-ID": "abc.DEF_123:456-7"}).headers["X-Request-ID"] == "abc.DEF_123:456-7"
+    assert screen(gunicorn_two_workers, body, **{"X-Request-ID": "abc.DEF_123:456-7"}).headers["X-Request-ID"] == "abc.DEF_123:456-7"
     for hostile in ("has spaces in it", "x" * 129, "-leading-dash", "quote\"d", "semi;colon"):
-        response = screen(server, body, **{"X-Request-ID": hostile})
+        response = screen(gunicorn_two_workers, body, **{"X-Request-ID": hostile})
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"]), hostile
-    generated = screen(server, {"subject_id": "x"})
+    generated = screen(gunicorn_two_workers, {"subject_id": "x"})
     assert generated.status_code == 422
     assert generated.json()["error"]["request_id"] == generated.headers["X-Request-ID"]
 

@@ -90,25 +90,25 @@ def test_cli_refuses_with_exit_65_and_the_field_path(case, tmp_path):
 # --- the production server ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def gunicorn_app(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hostile-gunicorn")
     with Gunicorn(workdir, workers=2, env={"SCREENING_MAX_BODY_BYTES": str(MAX_BODY)}) as running:
         running.key = running.api_key("screen")
         yield running
 
 
-def _send(server, case: Case) -> requests.Response:
-    headers = {"Authorization": f"Bearer {server.key}", **case.headers}
+def _send(gunicorn_app, case: Case) -> requests.Response:
+    headers = {"Authorization": f"Bearer {gunicorn_app.key}", **case.headers}
     if case.content_type:
         headers["Content-Type"] = case.content_type
-    return requests.request(case.method, server.url + ENDPOINT + case.query, data=case.body,
+    return requests.request(case.method, gunicorn_app.url + ENDPOINT + case.query, data=case.body,
                             headers=headers, timeout=30)
 
 
-def test_server_gets_a_json_4xx_for_every_case(server):
+def test_server_gets_a_json_4xx_for_every_case(gunicorn_app):
     failures = []
     for case in CASES:
-        response = _send(server, case)
+        response = _send(gunicorn_app, case)
         try:
             body = response.json()
         except ValueError:
@@ -118,45 +118,45 @@ def test_server_gets_a_json_4xx_for_every_case(server):
         except AssertionError as exc:
             failures.append(str(exc))
     assert not failures, "\n".join(failures)
-    assert _screen_good(server) == 200
+    assert _screen_good(gunicorn_app) == 200
 
 
-def _screen_good(server) -> int:
-    return requests.post(server.url + ENDPOINT, json=good(), timeout=30,
-                         headers={"Authorization": f"Bearer {server.key}"}).status_code
+def _screen_good(gunicorn_app) -> int:
+    return requests.post(gunicorn_app.url + ENDPOINT, json=good(), timeout=30,
+                         headers={"Authorization": f"Bearer {gunicorn_app.key}"}).status_code
 
 
-def _raw(server, head: bytes, body: bytes = b"", read_timeout: float = 30) -> tuple[int, dict, bytes]:
+def _raw(gunicorn_app, head: bytes, body: bytes = b"", read_timeout: float = 30) -> tuple[int, dict, bytes]:
     """Send bytes as they are (no client library to correct them); the first response back."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=read_timeout) as sock:
+    with socket.create_connection(("127.0.0.1", gunicorn_app.port), timeout=read_timeout) as sock:
         sock.sendall(head + body)
         response = http.client.HTTPResponse(sock)
         response.begin()
         return response.status, dict(response.getheaders()), response.read()
 
 
-def _head(server, length: int | None, extra: str = "") -> bytes:
-    lines = [f"POST {ENDPOINT} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Content-Type: application/json",
-             f"Authorization: Bearer {server.key}", "Connection: close"]
+def _head(gunicorn_app, length: int | None, extra: str = "") -> bytes:
+    lines = [f"POST {ENDPOINT} HTTP/1.1", f"Host: 127.0.0.1:{gunicorn_app.port}", "Content-Type: application/json",
+             f"Authorization: Bearer {gunicorn_app.key}", "Connection: close"]
     if length is not None:
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + extra + "\r\n\r\n").encode()
 
 
-def test_server_refuses_a_content_length_over_the_limit_without_reading_the_body(server):
+def test_server_refuses_a_content_length_over_the_limit_without_reading_the_body(gunicorn_app):
     # It claims 10 MB and sends 10 bytes: the answer comes at once, not after waiting for the rest.
-    status, headers, body = _raw(server, _head(server, 10 * 1024 * 1024), b'{"a": 1}  ', read_timeout=10)
+    status, headers, body = _raw(gunicorn_app, _head(gunicorn_app, 10 * 1024 * 1024), b'{"a": 1}  ', read_timeout=10)
     assert status == 413 and headers["Content-Type"] == "application/json"
     assert b'"payload_too_large"' in body
-    assert _screen_good(server) == 200
+    assert _screen_good(gunicorn_app) == 200
 
 
-def test_server_reads_only_content_length_bytes(server):
+def test_server_reads_only_content_length_bytes(gunicorn_app):
     # A Content-Length shorter than the body: the service sees truncated JSON and says so.
     text = dumps(good())
-    status, headers, body = _raw(server, _head(server, 20), text)
+    status, headers, body = _raw(gunicorn_app, _head(gunicorn_app, 20), text)
     assert status == 400 and headers["Content-Type"] == "application/json", body
-    assert _screen_good(server) == 200
+    assert _screen_good(gunicorn_app) == 200
 
 
 def _chunked(body: bytes, size: int = 65536) -> bytes:
@@ -164,25 +164,25 @@ def _chunked(body: bytes, size: int = 65536) -> bytes:
                     for i in range(0, len(body), size)) + b"0\r\n\r\n"
 
 
-def test_server_refuses_an_oversized_chunked_body(server):
+def test_server_refuses_an_oversized_chunked_body(gunicorn_app):
     # No Content-Length: a valid intake padded to exactly the limit, then more. Read up to the
     # limit only, it would parse and be screened; the whole body is over the limit: 413.
     intake = dumps(good())
     body = intake + b" " * (MAX_BODY - len(intake)) + b" " * 1024
-    status, headers, payload = _raw(server, _head(server, None, "\r\nTransfer-Encoding: chunked"), _chunked(body))
+    status, headers, payload = _raw(gunicorn_app, _head(gunicorn_app, None, "\r\nTransfer-Encoding: chunked"), _chunked(body))
     assert status == 413 and headers["Content-Type"] == "application/json", payload
     # Exactly at the limit is still accepted.
     at_limit = body[:MAX_BODY]
-    status, _, payload = _raw(server, _head(server, None, "\r\nTransfer-Encoding: chunked"), _chunked(at_limit))
+    status, _, payload = _raw(gunicorn_app, _head(gunicorn_app, None, "\r\nTransfer-Encoding: chunked"), _chunked(at_limit))
     assert status == 200, payload
-    assert _screen_good(server) == 200
+    assert _screen_good(gunicorn_app) == 200
 
 
-def test_server_logs_no_server_error_for_the_corpus(server):
+def test_server_logs_no_server_error_for_the_corpus(gunicorn_app):
     for case in CASES:
-        _send(server, case)
-    assert _screen_good(server) == 200
-    records = server.log_records()
+        _send(gunicorn_app, case)
+    assert _screen_good(gunicorn_app) == 200
+    records = gunicorn_app.log_records()
     statuses = [r.get("status") for r in records if isinstance(r, dict)]
     assert 500 not in statuses and not [r for r in records if r.get("level") in ("error", "critical")], \
         [r for r in records if r.get("status") == 500 or r.get("level") in ("error", "critical")][:3]

@@ -15,13 +15,12 @@ import yaml
 from prometheus_client import REGISTRY
 
 from service.app import create_app
-from service.config import Settings
 from service.observability import metrics
 from service.observability.hooks import request_id_from
 from service.observability.logging import REQUEST_LOGGER, JsonFormatter
 from service.ruleset import default_rules_path
 from service.store.sql import SqlStore
-from tests.conftest import ROOT, example
+from tests.conftest import ROOT, app_settings, example
 
 
 @pytest.fixture
@@ -149,8 +148,7 @@ def test_reloads_and_served_ruleset(ruleset):
 def test_reloader_outcomes_are_counted_and_the_served_ruleset_follows(tmp_path):
     rules = tmp_path / "rules"
     shutil.copytree(default_rules_path(), rules)
-    app = create_app(Settings.from_env(reload_interval=0, state_dir=tmp_path, rules_dir=rules,
-                                       database_url=f"sqlite:///{tmp_path}/screening.sqlite3"))
+    app = create_app(app_settings(tmp_path, rules_dir=rules))
     old = app.extensions["rulesets"].current.summary
     ok, failed = sample("screening_ruleset_reloads_total"), sample("screening_ruleset_reload_failures_total")
     reloader = app.extensions["reloader"]
@@ -208,8 +206,7 @@ def test_readyz_reports_each_check(client):
 
 
 def own_app(state: Path):
-    return create_app(Settings.from_env(reload_interval=0, state_dir=state,
-                                        database_url=f"sqlite:///{state}/screening.sqlite3"))
+    return create_app(app_settings(state))
 
 
 def test_readyz_is_503_with_detail_when_the_decision_log_is_unreachable(tmp_path):

@@ -41,7 +41,7 @@ def openapi(spec) -> OpenAPI:
 
 
 @pytest.fixture(scope="module")
-def server(app):
+def live_api_url(app):
     with live_server(app) as url:
         yield url
 
@@ -179,10 +179,10 @@ def test_examples_come_from_the_shipped_pack(spec):
 
 # --- a client built from the description alone --------------------------------------------------
 
-def test_a_client_built_from_the_description_can_screen(spec, openapi, server, headers):
+def test_a_client_built_from_the_description_can_screen(spec, openapi, live_api_url, headers):
     """Path, method, content type, auth header and body all come from /openapi.json; the answer is
     checked against the documented response schema and the documented example decision."""
-    described = requests.get(f"{server}/openapi.json", timeout=10).json()
+    described = requests.get(f"{live_api_url}/openapi.json", timeout=10).json()
     assert described == spec
     screened = 0
     for path, method, operation in operations(described):
@@ -192,7 +192,7 @@ def test_a_client_built_from_the_description_can_screen(spec, openapi, server, h
         auth = headers if operation.get("security") else {}
         documented = operation["responses"]["200"]["content"]["application/json"]["examples"]
         for name, ex in media["examples"].items():
-            response = requests.request(method.upper(), server + path, data=json.dumps(ex["value"]),
+            response = requests.request(method.upper(), live_api_url + path, data=json.dumps(ex["value"]),
                                         headers={"Content-Type": media_type, **auth}, timeout=30)
             assert response.status_code == 200, response.text
             check(openapi, response)
@@ -213,25 +213,25 @@ def test_a_client_built_from_the_description_can_screen(spec, openapi, server, h
                                      "vitals": {"systolic_bp": 900}}).encode(), 422),
     ("application/json", b'{"subject_id": "' + b"x" * 300_000 + b'"}', 413),
 ])
-def test_error_responses_are_as_documented(openapi, server, headers, content_type, body, status):
-    response = requests.post(f"{server}/v1/screenings", data=body, headers={"Content-Type": content_type, **headers},
+def test_error_responses_are_as_documented(openapi, live_api_url, headers, content_type, body, status):
+    response = requests.post(f"{live_api_url}/v1/screenings", data=body, headers={"Content-Type": content_type, **headers},
                              timeout=30)
     assert response.status_code == status, response.text
     check(openapi, response)
 
 
-def test_auth_errors_are_as_documented(spec, openapi, server):
+def test_auth_errors_are_as_documented(spec, openapi, live_api_url):
     if not spec["paths"]["/v1/screenings"]["post"].get("security"):
         pytest.skip("this app enforces no API keys")
-    response = requests.post(f"{server}/v1/screenings", json=example("eligible-iv"), timeout=30)
+    response = requests.post(f"{live_api_url}/v1/screenings", json=example("eligible-iv"), timeout=30)
     assert response.status_code == 401
     check(openapi, response)
-    missing = requests.get(f"{server}/v1/nothing-here", timeout=10)
+    missing = requests.get(f"{live_api_url}/v1/nothing-here", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
-def test_method_not_allowed_has_the_error_body(spec, server):
-    response = requests.delete(f"{server}/v1/screenings", timeout=10)
+def test_method_not_allowed_has_the_error_body(spec, live_api_url):
+    response = requests.delete(f"{live_api_url}/v1/screenings", timeout=10)
     assert response.status_code == 405
     assert "POST" in response.headers["Allow"]
     jsonschema.validate(response.json(), exporter.component_schema(spec, "Error"))
@@ -294,7 +294,7 @@ def test_real_decisions_validate_against_decision_schema(client, headers):
 # --- the docs page in a real browser ----------------------------------------------------------
 
 @pytest.mark.browser
-def test_docs_page_renders_in_headless_chromium(spec, server):
+def test_docs_page_renders_in_headless_chromium(spec, live_api_url):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing: scripts/test.d/30-chromium.sh should have installed it")
@@ -303,6 +303,7 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
 
     outside: list[str] = []
     errors: list[str] = []
+    refused: list[str] = []
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -311,7 +312,7 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
 
             # Everything the page needs ships with the service: any other host is refused and noted.
             def route(r):
-                if r.request.url.startswith(server) or r.request.url.startswith("data:"):
+                if r.request.url.startswith(live_api_url) or r.request.url.startswith("data:"):
                     r.continue_()
                 else:
                     outside.append(r.request.url)
@@ -319,7 +320,11 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
 
             page.route("**/*", route)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{server}/docs", wait_until="networkidle")
+            # The page's Content-Security-Policy must not block anything Swagger UI does.
+            page.on("console", lambda msg: refused.append(msg.text)
+                    if "Content Security Policy" in msg.text else None)
+            response = page.goto(f"{live_api_url}/docs", wait_until="networkidle")
+            docs_headers = response.headers
             page.wait_for_selector(".opblock-summary-path", timeout=30_000)
             paths = page.locator(".opblock-summary-path").all_inner_texts()
             page.screenshot(path=str(ARTIFACTS / "docs-page.png"), full_page=True)
@@ -334,6 +339,10 @@ def test_docs_page_renders_in_headless_chromium(spec, server):
             browser.close()
     assert not outside, f"the docs page reached outside the service: {outside}"
     assert not errors, errors
+    assert "script-src 'self'" in docs_headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in docs_headers["content-security-policy"]
+    assert docs_headers["x-frame-options"] == "DENY"
+    assert not refused, refused
     assert "Ketamine screening service" in title
     described = {p.replace("\u200b", "") for p in paths}
     assert {path for path, _, _ in operations(spec)} <= described

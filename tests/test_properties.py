@@ -43,6 +43,7 @@ from service.engine.base import partition_key
 from service.policy import conditions as C
 from service.ruleset import Ruleset, default_rules_path, load_ruleset
 from service.screening import screen
+from tests import conftest
 from tests.conftest import AS_OF, validated
 from tests.strategies import intakes, near_clean_intakes
 
@@ -50,7 +51,8 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 def decide(ruleset: Ruleset, raw: dict, **kw) -> Decision:
-    return screen(validated(copy.deepcopy(raw)), ruleset, as_of=AS_OF, decision_id="fixed", **kw)
+    """tests.conftest.decide with a fixed decision id, so two decisions compare equal."""
+    return conftest.decide(ruleset, raw, decision_id="fixed", **kw)
 
 
 def clean_eligible(d: Decision) -> bool:
@@ -133,6 +135,7 @@ def _recent_attempt(days_ago: int) -> Callable[[dict], None]:
         old = psych.get("last_suicide_attempt")
         if old is None or dt.date.fromisoformat(old) < new:
             psych["last_suicide_attempt"] = new.isoformat()
+            psych["prior_suicide_attempt"] = True  # the contract refuses a date with "never attempted"
     return apply
 
 
@@ -142,6 +145,7 @@ def _adverse_event(event: str) -> Callable[[dict], None]:
         events = prior.get("adverse_events") if isinstance(prior.get("adverse_events"), list) else []
         # Duplicates say nothing more; dropping them keeps the list within the contract's length.
         prior["adverse_events"] = list(dict.fromkeys(events + [event]))
+        prior["previously_treated"] = True  # the contract refuses events with "never treated"
     return apply
 
 
@@ -262,28 +266,36 @@ def test_a_missing_required_field_never_yields_a_clean_eligible(ruleset, raw):
 
 @FAST
 @given(raw=near_clean_intakes(), pick=st.randoms(use_true_random=False), how=st.sampled_from(("remove", "null", "parent")))
-def test_removing_a_required_field_from_a_clean_intake_is_never_eligible(ruleset, raw, pick, how):
+def test_removing_an_answer_a_rule_reads_from_a_clean_intake_is_asked_or_not_needed(ruleset, raw, pick, how):
+    """What a rule needs is derived from its condition (three-valued logic): removing an answer
+    an applicable rule reads from a clean eligible intake either makes it incomplete, naming the
+    answer, or changes nothing (the answer was not needed: tests/test_completeness.py checks by
+    enumeration that no value of it could have changed the decision)."""
     d = decide(ruleset, raw)
     route, indication = partition_key(raw)
-    required = sorted({p for r in ruleset.pack.rules if r.applies(route, indication) and r.id not in d.reason_ids
-                       for p in r.requires if not p.startswith("treatment.route")})
-    if not clean_eligible(d) or not required:
+    read = sorted({p for r in ruleset.pack.rules if r.applies(route, indication)
+                   for p in C.reads(r.when)[0] if not p.startswith("treatment.route") and p != "treatment.indication"
+                   and C.lookup(raw, p) is not C.MISSING})
+    if not clean_eligible(d) or not read:
         return
-    path = pick.choice(required)
+    path = pick.choice(read)
     parts = path.split(".")
     holder = raw
     if how == "parent" and len(parts) > 1 and not IntakeSchema().fields[parts[0]].required:
         parts = parts[:1]
     for part in parts[:-1]:
-        holder = holder[part]  # present: a clean eligible had every required field
+        holder = holder[part]
     if how == "null":
         holder[parts[-1]] = None
     else:
         holder.pop(parts[-1], None)
     after = decide(ruleset, raw)
-    note(f"{how} {path}: {after.decision} {after.reason_ids} missing={after.missing}")
-    assert after.decision in (INCOMPLETE, INELIGIBLE)
-    assert path in after.missing
+    note(f"{how} {'.'.join(parts)}: {after.decision} {after.reason_ids} missing={after.missing}")
+    if after.decision == ELIGIBLE:
+        assert not after.physician_review_required and after.reason_ids == [] and after.missing == []
+    else:
+        assert after.decision == INCOMPLETE and after.missing, after.decision
+        assert any(m == path or m.startswith(".".join(parts) + ".") or m == ".".join(parts) for m in after.missing)
 
 
 # --- determinism and the two backends ---------------------------------------------------------

@@ -105,10 +105,11 @@ CASES = [
 
 
 def _pack_with(tmp_path: Path, text: str | None) -> Path:
-    """pack.yaml, one good rule file of the shipped pack, and the hostile file."""
+    """pack.yaml, two good rule files of the shipped pack (90-hepatic reads the optional answer
+    pack.yaml declares), and the hostile file."""
     pack = tmp_path / "pack"
     pack.mkdir()
-    for name in ("pack.yaml", "30-blood-pressure.yaml"):
+    for name in ("pack.yaml", "30-blood-pressure.yaml", "90-hepatic.yaml"):
         shutil.copy(default_rules_path() / name, pack / name)
     target = pack / FILE
     if text is None:
@@ -181,3 +182,41 @@ def test_text_that_looks_like_a_template_is_shown_verbatim(tmp_path):
     assert reason.title == "%(x)s <b> $x"
     assert reason.message == "SBP 128; %(x)s %s $128 <script>1</script> {{"
     assert reason.citation == "software default {0} {__init__.__globals__} {{7*7}}"
+
+
+def test_libyaml_reads_every_shipped_file_with_the_same_values_and_positions(monkeypatch):
+    """Issue 16: rule files are parsed by libyaml (several times faster on large packs) where
+    PyYAML has it; values and line/column positions are the pure-Python parser's."""
+    import yaml
+
+    from service.policy import yamlsrc
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    assert yamlsrc._LOADER is yaml.CSafeLoader
+    for path in sorted(default_rules_path().glob("*.yaml")):
+        fast = yamlsrc.load(path)
+        monkeypatch.setattr(yamlsrc, "_LOADER", yaml.SafeLoader)
+        slow = yamlsrc.load(path)
+        monkeypatch.setattr(yamlsrc, "_LOADER", yaml.CSafeLoader)
+        assert fast == slow, path.name
+
+
+def test_rule_positions_are_each_rules_own(tmp_path):
+    """Positions are grouped per rule in one pass over the file (a scan per rule was quadratic)."""
+    from service.policy.loader import read_pack
+
+    pack_dir = tmp_path / "pack"
+    pack_dir.mkdir()
+    (pack_dir / "pack.yaml").write_text("name: p\nversion: '1'\n")
+    (pack_dir / "rules.yaml").write_text(
+        "rules:\n"
+        "  - id: first\n    title: First\n    when: {vitals.systolic_bp: {gt: 180}}\n"
+        "    effect: exclude\n    severity: absolute\n    message: m\n    citation: c\n"
+        "  - id: second\n    title: Second\n    when: {vitals.diastolic_bp: {gt: 110}}\n"
+        "    effect: exclude\n    severity: absolute\n    message: m\n    citation: c\n")
+    pack, _ = read_pack(pack_dir)
+    first, second = pack.rules
+    assert first.positions[()] == (2, 5) and second.positions[()] == (9, 5)
+    assert first.positions[("when",)][0] == 4 and second.positions[("when",)][0] == 11
+    assert all(key[:1] != ("rules",) for key in second.positions)

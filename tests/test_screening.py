@@ -4,11 +4,7 @@ from __future__ import annotations
 import copy
 
 from service.screening import screen
-from tests.conftest import AS_OF, example, validated
-
-
-def decide(ruleset, raw, **kw):
-    return screen(validated(raw), ruleset, as_of=AS_OF, **kw)
+from tests.conftest import AS_OF, decide, example, validated
 
 
 def test_clean_contract_intake_is_eligible_without_review(ruleset):
@@ -59,15 +55,21 @@ def test_same_intake_same_bytes_apart_from_id_and_time(ruleset):
     assert a == b
 
 
-def test_routes_differ_esketamine_excludes_what_iv_reviews(ruleset):
+def test_routes_differ_iv_excludes_what_esketamine_reviews(ruleset):
+    """Unstable cardiovascular disease: the Ketalar label's blood-pressure clause excludes IV
+    ketamine; the esketamine label asks for assessment (review). An AVM excludes both."""
     raw = example("eligible-iv")
-    raw["medical_history"]["arteriovenous_malformation"] = True
+    raw["medical_history"]["unstable_cardiovascular_disease"] = True
     iv = decide(ruleset, raw)
     raw["treatment"]["route"] = "esketamine_nasal"
     raw["treatment"].update(rems_enrolled=True, observation_2h_arranged=True, transport_home_arranged=True)
     es = decide(ruleset, raw)
-    assert iv.decision != "ineligible" and iv.physician_review_required
-    assert es.decision == "ineligible"
+    assert iv.decision == "ineligible"
+    assert es.decision == "eligible" and es.physician_review_required
+    raw["medical_history"]["arteriovenous_malformation"] = True
+    assert decide(ruleset, raw).decision == "ineligible"
+    raw["treatment"]["route"] = "iv_ketamine"
+    assert decide(ruleset, raw).decision == "ineligible"
 
 
 def test_explain_reports_every_rule(ruleset):

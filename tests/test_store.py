@@ -19,23 +19,13 @@ from service.store import migrate
 from service.store.base import DecisionNotFound, ReviewNotAllowed, StoreUnavailable
 from service.store.models import api_keys, decisions, metadata, reviews
 from service.store.sql import SqlStore, encode_cursor
-from tests.conftest import ROOT, example, validated
+from tests.conftest import ROOT, example, save_example, validated
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _save(store, ruleset, name: str, subject: str | None = None, client: str = "k1", source: str = "http"):
-    raw = example(name)
-    if subject:
-        raw["subject_id"] = subject
-    intake = validated(raw)
-    decision = screen(intake, ruleset)
-    store.save_decision(decision, jsonable(intake), client=client, source=source)
-    return decision, raw
-
-
 def test_a_saved_decision_reads_back_exactly(db_store, ruleset):
-    decision, raw = _save(db_store, ruleset, "ineligible-several", client="key-123")
+    decision, raw = save_example(db_store, ruleset, "ineligible-several", client="key-123")
     stored = db_store.get_decision(decision.decision_id)
     assert stored.body == decision.to_dict()
     assert stored.intake == jsonable(validated(raw))
@@ -50,11 +40,11 @@ def test_a_saved_decision_reads_back_exactly(db_store, ruleset):
 
 
 def test_filters(db_store, ruleset):
-    clean, _ = _save(db_store, ruleset, "eligible-iv", subject="pt-a")
-    review, _ = _save(db_store, ruleset, "review-substance-history", subject="pt-a")
-    ineligible, _ = _save(db_store, ruleset, "ineligible-several", subject="pt-b")
-    incomplete, _ = _save(db_store, ruleset, "incomplete-no-vitals", subject="pt-c")
-    db_store.add_review(ineligible.decision_id, reviewer="dr-x", outcome="decline", note="agreed")
+    clean, _ = save_example(db_store, ruleset, "eligible-iv", subject="pt-a")
+    review, _ = save_example(db_store, ruleset, "review-substance-history", subject="pt-a")
+    ineligible, _ = save_example(db_store, ruleset, "ineligible-several", subject="pt-b")
+    incomplete, _ = save_example(db_store, ruleset, "incomplete-no-vitals", subject="pt-c")
+    db_store.add_review(ineligible.decision_id, reviewer="dr-x", outcome="confirm", note="agreed")
     db_store.add_review(review.decision_id, reviewer="dr-x", outcome="decline", note="")
     db_store.add_review(review.decision_id, reviewer="dr-y", outcome="approve", note="second opinion")
 
@@ -68,7 +58,8 @@ def test_filters(db_store, ruleset):
     assert ids(decision="eligible") == [review.decision_id, clean.decision_id]
     assert ids(review_status="pending") == [incomplete.decision_id]
     assert ids(review_status="approved") == [review.decision_id]  # the latest review counts
-    assert ids(review_status="declined") == [ineligible.decision_id]
+    assert ids(review_status="confirmed") == [ineligible.decision_id]
+    assert ids(review_status="declined") == []
     assert ids(review_status="not_required") == [clean.decision_id]
     assert ids(ruleset_digest=clean.ruleset["digest"]) == ids()
     assert ids(ruleset_digest="sha256:other") == []
@@ -82,7 +73,7 @@ def test_filters(db_store, ruleset):
 
 
 def test_cursor_pagination_visits_every_decision_once_newest_first(db_store, ruleset):
-    saved = [_save(db_store, ruleset, "eligible-iv", subject=f"pt-{i}")[0].decision_id for i in range(7)]
+    saved = [save_example(db_store, ruleset, "eligible-iv", subject=f"pt-{i}")[0].decision_id for i in range(7)]
     pages, cursor = [], None
     while True:
         items, cursor = db_store.list_decisions(limit=3, cursor=cursor)
@@ -93,7 +84,7 @@ def test_cursor_pagination_visits_every_decision_once_newest_first(db_store, rul
     assert [i for p in pages for i in p] == list(reversed(saved))
     # A decision recorded while paging appears on a first page, never inside a later one.
     first, cursor = db_store.list_decisions(limit=3)
-    newer = _save(db_store, ruleset, "eligible-iv", subject="pt-new")[0].decision_id
+    newer = save_example(db_store, ruleset, "eligible-iv", subject="pt-new")[0].decision_id
     rest, _ = db_store.list_decisions(limit=10, cursor=cursor)
     assert newer not in [s.decision_id for s in first + rest]
     assert len(first) + len(rest) == 7
@@ -112,7 +103,7 @@ def test_a_cursor_the_service_did_not_issue_is_refused(db_store, cursor):
 
 
 def test_reviews_are_appended_and_the_decision_never_changes(db_store, ruleset):
-    decision, _ = _save(db_store, ruleset, "review-substance-history")
+    decision, _ = save_example(db_store, ruleset, "review-substance-history")
     before = db_store.get_decision(decision.decision_id)
     first = db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="ok")
     second = db_store.add_review(decision.decision_id, reviewer="dr-b", outcome="decline", note="reconsidered")
@@ -124,16 +115,20 @@ def test_reviews_are_appended_and_the_decision_never_changes(db_store, ruleset):
 
     with pytest.raises(DecisionNotFound):
         db_store.add_review("no-such-id", reviewer="dr-a", outcome="approve", note="")
-    clean, _ = _save(db_store, ruleset, "eligible-iv")
+    clean, _ = save_example(db_store, ruleset, "eligible-iv")
     with pytest.raises(ReviewNotAllowed):
         db_store.add_review(clean.decision_id, reviewer="dr-a", outcome="approve", note="")
     with pytest.raises(ValueError):
         db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="maybe", note="")
+    # An action that does not fit the decision is refused by the store as well (service.signoff).
+    for outcome in ("confirm", "override", "rescreen"):
+        with pytest.raises(ReviewNotAllowed):
+            db_store.add_review(decision.decision_id, reviewer="dr-a", outcome=outcome, note="x")
     assert db_store.get_decision(decision.decision_id).reviews == (first, second)
 
 
 def test_the_database_itself_refuses_updates_and_deletes(db_store, ruleset):
-    decision, _ = _save(db_store, ruleset, "review-substance-history")
+    decision, _ = save_example(db_store, ruleset, "review-substance-history")
     db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="")
     attempts = [
         decisions.update().values(decision="ineligible"),
@@ -153,8 +148,55 @@ def test_the_database_itself_refuses_updates_and_deletes(db_store, ruleset):
     assert stored.decision == "eligible" and stored.review_status == "approved"
 
 
+def test_the_database_refuses_replace_and_upsert_rewrites(db_store, ruleset):
+    """Someone with write access to the database, not the service: SQLite's INSERT OR REPLACE
+    deletes the conflicting row without firing DELETE triggers; PostgreSQL's upsert is an UPDATE."""
+    from sqlalchemy import insert
+
+    from service.store.models import cds_feedback
+
+    decision, _ = save_example(db_store, ruleset, "review-substance-history")
+    review = db_store.add_review(decision.decision_id, reviewer="dr-a", outcome="approve", note="ok")
+    db_store.save_feedback({"decision_id": decision.decision_id, "service": "s", "client": "c", "outcome": "accepted"})
+    with db_store.engine.connect() as conn:
+        row = dict(conn.execute(select(decisions).where(decisions.c.decision_id == decision.decision_id)).mappings().one())
+        review_row = dict(conn.execute(select(reviews)).mappings().one())
+        feedback_row = dict(conn.execute(select(cds_feedback)).mappings().one())
+    forged = dict(row, decision="eligible", physician_review_required=False)
+    if db_store.backend == "sqlite":
+        attempts = [
+            insert(decisions).prefix_with("OR REPLACE").values({k: v for k, v in forged.items() if k != "seq"}),
+            insert(decisions).prefix_with("OR REPLACE").values(dict(forged, decision_id="another-id")),  # same seq
+            insert(reviews).prefix_with("OR REPLACE").values(dict(review_row, outcome="decline")),
+            insert(cds_feedback).prefix_with("OR REPLACE").values(dict(feedback_row, outcome="overridden")),
+            text("REPLACE INTO reviews (seq, review_id, decision_id, created_at, reviewer, outcome, note, client) "
+                 "SELECT seq, review_id, decision_id, created_at, 'dr-x', 'decline', note, client FROM reviews"),
+        ]
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        attempts = [
+            pg_insert(decisions).values({k: v for k, v in forged.items() if k != "seq"})
+            .on_conflict_do_update(index_elements=["decision_id"], set_={"decision": "eligible"}),
+            pg_insert(reviews).values(review_row).on_conflict_do_update(index_elements=["review_id"],
+                                                                         set_={"outcome": "decline"}),
+            text("TRUNCATE cds_feedback"),
+        ]
+    for statement in attempts:
+        with pytest.raises(sa_exc.DBAPIError, match="append-only"):
+            with db_store.engine.begin() as conn:
+                conn.execute(statement)
+    stored = db_store.get_decision(decision.decision_id)
+    assert stored.decision == row["decision"] and stored.physician_review_required is True
+    assert stored.reviews == (review,)
+    assert db_store.feedback_for(decision.decision_id)[0]["outcome"] == "accepted"
+    # the service's own appends still work
+    save_example(db_store, ruleset, "eligible-iv")
+    db_store.add_review(decision.decision_id, reviewer="dr-b", outcome="decline", note="")
+
+
 def test_iter_intakes_oldest_first(db_store, ruleset):
-    saved = [_save(db_store, ruleset, name)[0].decision_id
+    saved = [save_example(db_store, ruleset, name)[0].decision_id
              for name in ("eligible-iv", "ineligible-several", "incomplete-no-vitals")]
     got = list(db_store.iter_intakes())
     assert [i for i, _ in got] == saved
@@ -174,7 +216,7 @@ def test_migrations_create_exactly_the_tables_the_code_uses(db_store):
 
 def test_migrating_again_is_a_no_op(database_url, ruleset):
     first = SqlStore(database_url)
-    _save(first, ruleset, "eligible-iv")
+    save_example(first, ruleset, "eligible-iv")
     second = SqlStore(database_url)
     assert second.count_decisions() == 1
     first.close()

@@ -12,8 +12,7 @@ from werkzeug.security import check_password_hash
 
 from service.cli import main as cli
 from service.web.users import UserDirectory, UsersConfigError, parse_users
-from tests.conftest import example
-from tests.dbfixtures import database_url  # noqa: F401 - the fixture, on SQLite and PostgreSQL
+from tests.conftest import app_settings, example
 from tests.web_support import PASSWORDS, csrf_token, intake_key, make_app, unique_subject, with_subject
 
 
@@ -123,7 +122,7 @@ def test_password_guessing_is_stopped_per_user_name_across_instances(app, https_
     response = https_client.post("/login", data={"username": "dr.ada", "password": PASSWORDS["dr.ada"],
                                                  "csrf_token": token})
     assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
-    assert "Too many sign-in attempts" in response.get_data(as_text=True)
+    assert "Too many failed sign-ins" in response.get_data(as_text=True)
     sign_in(https_client, "nurse.bo")
 
 
@@ -159,8 +158,14 @@ def test_decision_page_shows_outcome_reasons_evidence_and_citations(https_client
     assert len(decision["reasons"]) >= 3
     for reason in decision["reasons"]:
         assert reason["message"] in text
-        assert reason["citation"] in text
         assert reason["rule_id"] in text
+        # Citations spelled out: the full reference, linked, with the section it rests on.
+        for source in reason["sources"]:
+            if source["reference"] and source["kind"] != "software default":
+                assert source["reference"] in text and f'href="{source["url"]}"' in text
+            if source["section"]:
+                assert source["section"] in text
+    assert "CIII. Full Prescribing Information" in text and "Software default" in text
     # Evidence as readable labels and values with units, next to the path.
     assert "Vital signs › Systolic blood pressure" in text and "192 mmHg" in text
     assert "Psychiatric history › Psychosis" in text
@@ -175,7 +180,22 @@ def test_decision_page_shows_outcome_reasons_evidence_and_citations(https_client
     assert "sertraline" in text
     # A clinician reads; only physicians get the form.
     assert "Only a physician can sign off" in text
-    assert 'name="outcome"' not in text
+    assert 'name="action"' not in text
+
+
+def test_decision_page_states_the_assumptions_a_clinician_confirms(app, https_client):
+    raw = with_subject(example("eligible-iv"), unique_subject())
+    del raw["medical_history"]["hepatic_impairment"]  # pack.yaml declares this absence (optional)
+    raw["medical_history"]["severe_hepatic_impairment"] = True
+    response = https_client.post("/v1/screenings", json=raw, headers={"Authorization": f"Bearer {intake_key(app)}"})
+    decision = response.get_json()
+    assert decision["decision"] == "ineligible" and decision["physician_review_required"]
+    assert [a["path"] for a in decision["assumptions"]] == ["medical_history.hepatic_impairment"]
+    sign_in(https_client, "nurse.bo")
+    text = page(https_client, f"/decisions/{decision['decision_id']}")
+    assert "Assumptions to confirm" in text
+    assert '<code class="path">medical_history.hepatic_impairment</code> was not given' in text
+    assert decision["assumptions"][0]["means"] in text
 
 
 def test_incomplete_decision_lists_the_missing_data(https_client, screened):
@@ -214,7 +234,7 @@ def test_pages_carry_secure_headers(https_client):
 
 # --- the queue and sign-off ---------------------------------------------------------------------
 
-def test_queue_lists_pending_decisions_newest_first_and_filters(https_client, screened):
+def test_queue_lists_pending_decisions_and_filters(https_client, screened):
     first = screened("ineligible-several")
     second = screened("review-substance-history")
     clean = screened("eligible-iv")
@@ -222,7 +242,7 @@ def test_queue_lists_pending_decisions_newest_first_and_filters(https_client, sc
     text = page(https_client, "/reviews")
     assert first["decision_id"] in text and second["decision_id"] in text
     assert clean["decision_id"] not in text  # no review needed: not in the queue
-    assert text.index(second["decision_id"]) < text.index(first["decision_id"])
+    assert text.index(first["decision_id"]) < text.index(second["decision_id"])  # oldest first
     only = page(https_client, f"/reviews?subject={first['subject_id']}")
     assert first["decision_id"] in only and second["decision_id"] not in only
     by_outcome = page(https_client, f"/reviews?decision=eligible&subject={second['subject_id']}")
@@ -234,33 +254,133 @@ def test_queue_lists_pending_decisions_newest_first_and_filters(https_client, sc
     assert "A subject reference is" in bad.get_data(as_text=True)
 
 
-def test_physician_signs_off_and_the_decision_leaves_the_queue(app, https_client, screened):
+def post_sign_off(client, decision_id: str, **data):
+    token = csrf_token(page(client, f"/decisions/{decision_id}"))
+    return client.post(f"/decisions/{decision_id}/review", data={**data, "csrf_token": token})
+
+
+def test_physician_confirms_an_exclusion_and_the_decision_leaves_the_queue(app, https_client, screened):
     decision = screened("ineligible-several")
     decision_id = decision["decision_id"]
     sign_in(https_client, "dr.ada")
     text = page(https_client, f"/decisions/{decision_id}")
-    assert 'name="outcome" value="approve"' in text and 'name="outcome" value="decline"' in text
-    response = https_client.post(f"/decisions/{decision_id}/review", data={
-        "outcome": "decline", "note": "Psychosis is active: not a candidate.", "csrf_token": csrf_token(text)})
+    # An exclusion is confirmed or overridden, never "approved".
+    assert 'name="action" value="confirm"' in text and 'name="action" value="override"' in text
+    assert 'value="approve"' not in text and 'value="decline"' not in text
+    assert "Confirm the exclusion: treatment must not go ahead" in text
+    response = post_sign_off(https_client, decision_id, action="confirm", note="Psychosis is active.")
     assert response.status_code == 302
-    assert response.headers["Location"] == f"/decisions/{decision_id}#reviews"
+    location = response.headers["Location"]
+    assert location.startswith(f"/decisions/{decision_id}?signed=") and location.endswith("#confirmation")
     stored = app.extensions["store"].get_decision(decision_id)
-    assert [(r.reviewer, r.outcome, r.note) for r in stored.reviews] == [
-        ("dr.ada", "decline", "Psychosis is active: not a candidate.")]
+    [review] = stored.reviews
+    assert (review.reviewer, review.outcome, review.note, review.credential) == (
+        "dr.ada", "confirm", "Psychosis is active.", "session")
+    assert review.meaning == "Exclusion confirmed: treatment must not go ahead."
+    assert review.client.startswith("s-")
     assert stored.body == decision  # the decision itself never changes
-    text = page(https_client, f"/decisions/{decision_id}")
-    assert "Psychosis is active: not a candidate." in text and "Declined" in text
-    assert "recorded: declined" in text
+    assert stored.review_status == "confirmed"
+    text = page(https_client, location.split("#")[0])
+    assert "Your sign-off was recorded:" in text and 'id="confirmation"' in text and "autofocus" in text
+    assert "Exclusion confirmed: treatment must not go ahead." in text
+    assert "signed in to the clinician pages" in text  # who, and through what
+    assert "Approved" not in text and "Declined" not in text
     assert decision_id not in page(https_client, f"/reviews?subject={decision['subject_id']}")
-    assert decision_id in page(https_client, f"/reviews?status=declined&subject={decision['subject_id']}")
+    assert decision_id in page(https_client, f"/reviews?status=confirmed&subject={decision['subject_id']}")
+
+
+def test_override_names_every_excluding_rule_and_needs_a_reason(app, https_client, screened):
+    decision = screened("ineligible-several")
+    decision_id = decision["decision_id"]
+    excluding = [r["rule_id"] for r in decision["reasons"] if r["effect"] == "exclude"]
+    assert len(excluding) >= 2
+    sign_in(https_client, "dr.ada")
+    cases = [({"action": "override", "note": "BP treated."}, "Name every rule you override"),
+             ({"action": "override", "note": "", "overridden_rules": excluding}, "A note is required to override"),
+             ({"action": "override", "note": "x", "overridden_rules": excluding + ["not-a-rule"]},
+              "Not a rule that excludes this decision: not-a-rule"),
+             ({"action": "approve", "note": "x"}, "Choose confirm"),
+             ({"action": "confirm", "note": "x" * 4001}, "the limit is 4000")]
+    for data, message in cases:
+        response = post_sign_off(https_client, decision_id, **data)
+        assert response.status_code == 422, data
+        body = html.unescape(response.get_data(as_text=True))
+        assert message in body, (data, message)
+        assert 'role="alert"' in body and 'id="form-errors"' in body and "autofocus" in body
+    assert app.extensions["store"].get_decision(decision_id).reviews == ()
+    response = post_sign_off(https_client, decision_id, action="override", overridden_rules=excluding,
+                             note="Reviewed with cardiology; risks accepted.")
+    assert response.status_code == 302
+    [review] = app.extensions["store"].get_decision(decision_id).reviews
+    assert review.outcome == "override" and list(review.overridden_rules) == excluding
+    text = page(https_client, f"/decisions/{decision_id}")
+    assert "Exclusion overridden: treatment may go ahead despite the rule(s) named" in text
+    assert all(rule in text for rule in excluding)
+
+
+def test_incomplete_is_rescreened_with_the_missing_answers_into_a_linked_decision(app, https_client, screened):
+    first = screened("incomplete-no-vitals")
+    assert first["decision"] == "incomplete"
+    sign_in(https_client, "dr.ada")
+    text = page(https_client, f"/decisions/{first['decision_id']}")
+    assert 'value="rescreen"' in text and 'value="decline"' in text and 'value="approve"' not in text
+    answers = {"answer.vitals.systolic_bp": "128", "answer.vitals.diastolic_bp": "82",
+               "answer.vitals.measured_at": "2026-11-29T09:00:00Z"}
+    answers = {k: v for k, v in answers.items() if k[len("answer."):] in first["missing"]}
+    assert answers, first["missing"]
+    bad = post_sign_off(https_client, first["decision_id"], action="rescreen",
+                        **{**answers, "answer.vitals.systolic_bp": "high"})
+    assert bad.status_code == 422 and "enter a number" in bad.get_data(as_text=True)
+    response = post_sign_off(https_client, first["decision_id"], action="rescreen", **answers)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    store = app.extensions["store"]
+    [review] = store.get_decision(first["decision_id"]).reviews
+    assert review.outcome == "rescreen" and review.rescreen_decision_id
+    second = store.get_decision(review.rescreen_decision_id)
+    assert second.rescreen_of == first["decision_id"] and second.source == "rescreen"
+    assert second.intake["vitals"]["systolic_bp"] == 128
+    assert second.body["missing"] != first["missing"]
+    text = page(https_client, f"/decisions/{second.decision_id}")
+    assert "A re-screen of" in text and first["decision_id"] in text
+    assert store.get_decision(first["decision_id"]).review_status == "rescreened"
+
+
+def test_eligible_with_review_is_approved_or_declined_with_a_note(app, https_client, screened):
+    decision = screened("review-substance-history")
+    assert decision["decision"] == "eligible" and decision["physician_review_required"]
+    sign_in(https_client, "dr.ada")
+    response = post_sign_off(https_client, decision["decision_id"], action="decline", note="")
+    assert response.status_code == 422 and "A note is required to decline" in html.unescape(response.get_data(as_text=True))
+    assert post_sign_off(https_client, decision["decision_id"], action="approve", note="").status_code == 302
+    assert [r.outcome for r in app.extensions["store"].get_decision(decision["decision_id"]).reviews] == ["approve"]
+
+
+def test_old_review_records_still_read_sensibly(app, https_client, screened):
+    """Reviews from before sign-off actions: "approve" on an exclusion with a name the caller
+    typed, and a page sign-off without a credential. They show what they were, flagged."""
+    import datetime as dt
+    from sqlalchemy import insert
+    from service.store.models import reviews
+    decision = screened("ineligible-several")
+    with app.extensions["store"].engine.begin() as conn:
+        for i, (reviewer, outcome, client) in enumerate((("dr.ada", "decline", ""),
+                                                         ("Dr Free Text", "approve", "0123456789abcdef"))):
+            conn.execute(insert(reviews), {
+                "review_id": f"old-{i}-{decision['decision_id']}", "decision_id": decision["decision_id"],
+                "created_at": dt.datetime(2026, 11, 1, 9, i, tzinfo=dt.timezone.utc), "reviewer": reviewer,
+                "outcome": outcome, "note": "", "client": client})
+    sign_in(https_client, "nurse.bo")
+    text = re.sub(r"<[^>]+>", "", page(https_client, f"/decisions/{decision['decision_id']}"))
+    assert "Declined: treatment must not go ahead." in text
+    assert "recorded before credentials were kept" in text
+    assert "Approved (recorded before sign-off actions were matched to the decision)" in text
+    assert "name sent by API key 0123456789abcdef: not verified" in text
 
 
 def test_reviewer_is_the_signed_in_physician_not_the_form(app, https_client, screened):
     decision = screened("review-substance-history")
     sign_in(https_client, "dr.ada")
-    token = csrf_token(page(https_client, f"/decisions/{decision['decision_id']}"))
-    https_client.post(f"/decisions/{decision['decision_id']}/review",
-                      data={"outcome": "approve", "note": "", "reviewer": "someone.else", "csrf_token": token})
+    post_sign_off(https_client, decision["decision_id"], action="approve", note="", reviewer="someone.else")
     reviews = app.extensions["store"].get_decision(decision["decision_id"]).reviews
     assert [r.reviewer for r in reviews] == ["dr.ada"]
 
@@ -268,28 +388,9 @@ def test_reviewer_is_the_signed_in_physician_not_the_form(app, https_client, scr
 def test_clinicians_cannot_sign_off(app, https_client, screened):
     decision = screened()
     sign_in(https_client, "nurse.bo")
-    token = csrf_token(page(https_client, f"/decisions/{decision['decision_id']}"))
-    response = https_client.post(f"/decisions/{decision['decision_id']}/review",
-                                 data={"outcome": "approve", "note": "", "csrf_token": token})
+    response = post_sign_off(https_client, decision["decision_id"], action="confirm", note="")
     assert response.status_code == 403
     assert "Only physicians may sign off" in response.get_data(as_text=True)
-    assert app.extensions["store"].get_decision(decision["decision_id"]).reviews == ()
-
-
-def test_sign_off_form_errors_are_shown_and_nothing_is_recorded(app, https_client, screened):
-    decision = screened()
-    path = f"/decisions/{decision['decision_id']}"
-    sign_in(https_client, "dr.ada")
-    token = csrf_token(page(https_client, path))
-    cases = [({"outcome": "decline", "note": ""}, "required when declining"),
-             ({"outcome": "maybe", "note": "x"}, "Choose approve or decline"),
-             ({"outcome": "approve", "note": "x" * 2001}, "the limit is 2000")]
-    for data, message in cases:
-        response = https_client.post(path + "/review", data={**data, "csrf_token": token})
-        assert response.status_code == 422
-        body = response.get_data(as_text=True)
-        assert message in body
-        assert 'role="alert"' in body  # the error summary is announced
     assert app.extensions["store"].get_decision(decision["decision_id"]).reviews == ()
 
 
@@ -298,9 +399,8 @@ def test_decisions_without_review_have_no_sign_off(app, https_client, screened):
     assert not decision["physician_review_required"]
     sign_in(https_client, "dr.ada")
     text = page(https_client, f"/decisions/{decision['decision_id']}")
-    assert "No review required" in text and 'name="outcome"' not in text
-    response = https_client.post(f"/decisions/{decision['decision_id']}/review",
-                                 data={"outcome": "approve", "note": "", "csrf_token": csrf_token(text)})
+    assert "No review required" in text and 'name="action"' not in text
+    response = post_sign_off(https_client, decision["decision_id"], action="approve", note="")
     assert response.status_code == 422
     assert "does not require a physician&#39;s sign-off" in response.get_data(as_text=True)
     assert app.extensions["store"].get_decision(decision["decision_id"]).reviews == ()
@@ -310,9 +410,7 @@ def test_logs_never_hold_intake_values(https_client, screened, caplog):
     caplog.set_level(logging.DEBUG)
     decision = screened("ineligible-several")
     sign_in(https_client, "dr.ada")
-    text = page(https_client, f"/decisions/{decision['decision_id']}")
-    https_client.post(f"/decisions/{decision['decision_id']}/review",
-                      data={"outcome": "approve", "note": "ok", "csrf_token": csrf_token(text)})
+    post_sign_off(https_client, decision["decision_id"], action="confirm", note="ok")
     page(https_client, "/reviews")
     assert "sign-off recorded" in caplog.text
     for value in ("sertraline", "alcohol", "192", "psychosis"):
@@ -338,23 +436,17 @@ def test_bad_users_setting_stops_start_up(monkeypatch, tmp_path):
         make_app_raw(monkeypatch, tmp_path)
 
 
-def test_short_secret_key_stops_start_up_and_none_gives_a_random_one(monkeypatch, tmp_path, caplog):
+def test_short_secret_key_stops_start_up(monkeypatch, tmp_path):
     monkeypatch.setenv("SCREENING_SECRET_KEY", "short")
     with pytest.raises(SystemExit, match="at least 32"):
         make_app_raw(monkeypatch, tmp_path)
-    monkeypatch.delenv("SCREENING_SECRET_KEY")
-    keys = {make_app_raw(monkeypatch, tmp_path / "a").secret_key, make_app_raw(monkeypatch, tmp_path / "b").secret_key}
-    assert len(keys) == 2 and all(len(k) >= 32 for k in keys)
-    assert "SCREENING_SECRET_KEY is not set" in caplog.text
 
 
 def make_app_raw(monkeypatch, tmp_path):
     from service.app import create_app
-    from service.config import Settings
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return create_app(Settings.from_env(state_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/d.db",
-                                        reload_interval=0))
+    return create_app(app_settings(tmp_path))
 
 
 def test_users_cli_hashes_and_adds_people_who_can_then_sign_in(monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ from werkzeug.security import generate_password_hash
 
 from service import auth
 from service.app import create_app
-from service.config import Settings
+from tests.conftest import app_settings
 
 PASSWORDS = {"dr.ada": "physician password 1", "nurse.bo": "clinician password 2"}
 ROLES = {"dr.ada": "physician", "nurse.bo": "clinician"}
@@ -31,7 +31,7 @@ def make_app(monkeypatch, tmp_path, database_url: str, *, cookie_secure: bool = 
     monkeypatch.setenv("SCREENING_USERS", users_json())
     monkeypatch.setenv("SCREENING_SECRET_KEY", SECRET)
     monkeypatch.setenv("SCREENING_COOKIE_SECURE", "1" if cookie_secure else "0")
-    return create_app(Settings.from_env(state_dir=tmp_path, database_url=database_url, reload_interval=0))
+    return create_app(app_settings(tmp_path, database_url=database_url))
 
 
 def intake_key(app) -> str:

@@ -6,6 +6,7 @@ from flask_smorest import Blueprint
 
 from schemas.errors import ErrorSchema
 from service.auth import require_scope
+from service.errors import envelope
 
 blp = Blueprint("admin", __name__, url_prefix="/v1/admin", description="Administration (scope: admin).")
 
@@ -22,7 +23,7 @@ def reload_rules():
     outcome = current_app.extensions["reloader"].reload()
     body = outcome.to_dict()
     if outcome.status == "refused":
-        return jsonify({"error": {"status": 422, "code": "ruleset_refused", "message": outcome.message,
-                                  "errors": [{"path": "rules", "message": p} for p in outcome.problems]},
+        return jsonify({"error": envelope(422, outcome.message, [{"path": "rules", "message": p} for p in outcome.problems],
+                                          "ruleset_refused"),
                         "serving": {"version": outcome.version, "digest": outcome.digest}}), 422
     return jsonify(body)

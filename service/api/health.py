@@ -7,6 +7,7 @@ from flask import Response, current_app, jsonify
 from flask_smorest import Blueprint
 
 from schemas.status import HealthSchema, ReadinessSchema
+from service.errors import RETRY_AFTER_S
 from service.observability import metrics
 from service.store.base import StoreUnavailable
 
@@ -38,7 +39,7 @@ def readyz():
     response = jsonify(body)
     response.status_code = 200 if ready else 503
     if not ready:
-        response.headers["Retry-After"] = "5"
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 
@@ -59,9 +60,7 @@ def _ruleset_check() -> dict:
 
 
 def _store_check() -> dict:
-    store = current_app.extensions.get("store")
-    if store is None:
-        return {"ok": True, "detail": "no decision log configured"}
+    store = current_app.extensions["store"]
     started = time.perf_counter()
     try:
         store.ping()

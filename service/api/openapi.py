@@ -23,7 +23,6 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, current_app, jsonify
 from flask_smorest import Api
@@ -31,7 +30,7 @@ from marshmallow import ValidationError
 
 from schemas.errors import ErrorSchema
 from schemas.intake import IntakeSchema
-from service.api.problems import _CODES, validation_error
+from service.errors import envelope, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +71,11 @@ def _header(description: str) -> dict:
 _RETRY_AFTER = {"Retry-After": _header("Seconds to wait before retrying.")}
 # The headers service.ratelimit sends (IETF RateLimit header fields draft).
 _RATE_LIMIT = {
-    "RateLimit-Limit": _header("Requests this API key may make in the window."),
-    "RateLimit-Remaining": _header("Requests left in the current window."),
-    "RateLimit-Reset": _header("Seconds until the window resets."),
-    "RateLimit-Policy": {"description": "The limit and window, e.g. `1200;w=60`.", "schema": {"type": "string"}},
+    "RateLimit-Limit": _header("Requests this API key may make in a burst (its token bucket's size)."),
+    "RateLimit-Remaining": _header("About how many requests the key may make now (tokens left)."),
+    "RateLimit-Reset": _header("Seconds until the bucket is full again (on a 429: until the next request is allowed)."),
+    "RateLimit-Policy": {"description": "The limit and period, e.g. `1200;w=60`: a bucket of 1,200 refilled at "
+                                        "1,200 per 60 s.", "schema": {"type": "string"}},
 }
 _ERROR_HEADERS = {429: {**_RETRY_AFTER, **_RATE_LIMIT}, 503: _RETRY_AFTER}
 
@@ -155,11 +155,14 @@ def describe_cds_hooks(api: Api) -> None:
     jwt_refused = {"description": "No JWT, or one that is expired, for another audience, from an issuer not "
                                   "allow-listed, signed with a refused algorithm, or replayed (jti).",
                    "content": {JSON: {"schema": ERROR_REF}}}
+    not_configured = {"description": "CDS Hooks is not configured here: SCREENING_CDS_BASE_URL (the JWT audience) "
+                                     "is not set (code `cds_hooks_not_configured`).",
+                      "content": {JSON: {"schema": ERROR_REF}}}
     rules = {rule.endpoint: rule for rule in current_app.url_map.iter_rules()}
     api.spec.path(rule=rules["cds_hooks.discovery"], operations={"get": {
         "tags": ["cds-hooks"], "summary": "CDS Hooks discovery: the services, their hooks and prefetch templates.",
         "security": jwt, "responses": {"200": ok(cds.DiscoverySchema, "The services this server publishes."),
-                                       "401": jwt_refused}}})
+                                       "401": jwt_refused, "503": not_configured}}})
     api.spec.path(rule=rules["cds_hooks.call_service"], parameters=[dict(service_id)], operations={"post": {
         "tags": ["cds-hooks"], "summary": "Call a screening service with an order-select or order-sign hook request.",
         "description": "Answers `{\"cards\": []}` when no draft order is ketamine or esketamine. What prefetch "
@@ -167,15 +170,17 @@ def describe_cds_hooks(api: Api) -> None:
         "security": jwt, "requestBody": body(cds.HookRequestSchema),
         "responses": {
             "200": ok(cds.CardsSchema, "Cards: critical (ineligible), warning (physician review), info (eligible)."),
-            "412": {"description": "The FHIR data the rules need could not be had from prefetch or the FHIR server.",
+            "412": {"description": "The FHIR data the rules need could not be had from prefetch or the FHIR server "
+                                   "(a `fhirServer` not configured for the client's issuer is never contacted).",
                     "content": {JSON: {"schema": ERROR_REF}}},
             "401": jwt_refused,
+            "503": not_configured,
         }}})
     api.spec.path(rule=rules["cds_hooks.feedback"], parameters=[dict(service_id)], operations={"post": {
         "tags": ["cds-hooks"], "summary": "Record what the clinician did with the cards (accepted or overridden).",
         "security": jwt, "requestBody": body(cds.FeedbackRequestSchema),
         "responses": {"200": ok(cds.FeedbackRecordedSchema, "Recorded against the cards' decisions."),
-                      "401": jwt_refused}}})
+                      "401": jwt_refused, "503": not_configured}}})
 
 
 # --- completing the generated description ----------------------------------------------------
@@ -264,10 +269,7 @@ JSON Schema files (`schemas/json/`), generated from this description.
 
 
 def _error_body(status: int, message: str, errors: list | None = None) -> dict:
-    body: dict[str, Any] = {"status": status, "code": _CODES.get(status, "error"), "message": message}
-    if errors:
-        body["errors"] = errors
-    return {"error": body}
+    return {"error": envelope(status, message, errors)}
 
 
 def _validation_example() -> dict:
@@ -351,9 +353,10 @@ def _intake_examples(doc: dict, app: Flask) -> None:
     ruleset = getattr(holder, "current", None)
     requests: dict[str, dict] = {}
     decisions: dict[str, dict] = {}
+    schema = ruleset.intake_schema if ruleset is not None else IntakeSchema()  # the served catalog's
     for name, raw in shipped_examples().items():
         try:
-            intake = IntakeSchema().load(raw)
+            intake = schema.load(raw)
         except ValidationError as exc:  # a broken example must not break the description
             log.warning("examples/%s.json is not a valid intake: %s", name, exc.messages)
             continue

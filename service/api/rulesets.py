@@ -6,28 +6,9 @@ from flask_smorest import Blueprint
 
 from schemas.status import RulesetDescriptionSchema
 from service.auth import require_scope
-from service.ruleset import Ruleset
+from service.ruleset_description import describe
 
 blp = Blueprint("rulesets", __name__, url_prefix="/v1", description="The loaded ruleset.")
-
-
-def describe(ruleset: Ruleset) -> dict:
-    pack = ruleset.pack
-    return {
-        **pack.summary(),
-        "description": pack.description,
-        "loaded_at": ruleset.loaded_at.isoformat().replace("+00:00", "Z"),
-        "engine": ruleset.compiled.backend,
-        "rules": [
-            {
-                "rule_id": r.id, "title": r.title, "effect": r.effect, "concludes": r.concludes,
-                "severity": r.severity, "priority": r.priority if r.effect else None,
-                "routes": list(r.routes), "indications": list(r.indications),
-                "requires": list(r.requires), "citation": r.citation, "source": str(r.location),
-            }
-            for r in pack.rules
-        ],
-    }
 
 
 @blp.route("/rulesets/current")

@@ -7,69 +7,81 @@ decision as POST /v1/screenings, stored in the same decision log.
 from __future__ import annotations
 
 import datetime as dt
-import os
+import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import cross_origin
 from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
-from service.api.jsonbody import parse_json_object
-from service.api.problems import ApiError
 from service.cdshooks.cards import decision_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
 from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
                                          parse_draft_orders)
-from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_env
+from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_settings
+from service.cdshooks.urls import fhir_server_allowed, public_base_url
 from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
+from service.config import CdsHooksSettings
 from service.decision import jsonable
+# The error model every channel shares; service.http_io maps it (and StoreUnavailable) to responses.
+from service.errors import ServiceError as ApiError
+from service.http_io import read_json_request
+from service.intake_reader import Limits
 from service.screening import screen
-from service.store.base import StoreUnavailable
+from service.store.base import Store
 
 bp = Blueprint("cds_hooks", __name__)
+log = logging.getLogger("service.cdshooks")
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cds-hooks"'}
 _FEEDBACK_OUTCOMES = ("accepted", "overridden")
+FEEDBACK_KEPT = 1000
 
 
 @dataclass
 class CdsHooksState:
     verifier: Verifier
-    base_url: str | None = None        # the public base URL, when a proxy hides it from the request
+    # The public base URL (SCREENING_CDS_BASE_URL): the JWT audience and the card links. Never
+    # taken from the request's Host header, which the caller chooses. None: CDS Hooks answers 503.
+    base_url: str | None = None
     fetch: FetchSettings = field(default_factory=FetchSettings)
     max_body_bytes: int = 4 * 1024 * 1024
     mapping: Mapping = field(default_factory=default_mapping)
-    # Feedback on cards the decision log does not know (see record_feedback).
-    feedback: list[dict] = field(default_factory=list)
+    # Feedback on cards the decision log does not know (see record_feedback): the latest
+    # FEEDBACK_KEPT only, so a client repeating it cannot grow the process without bound.
+    feedback: deque[dict] = field(default_factory=lambda: deque(maxlen=FEEDBACK_KEPT))
 
 
-def state_from_env() -> CdsHooksState:
+def state_from_settings(settings: CdsHooksSettings) -> CdsHooksState:
     return CdsHooksState(
-        verifier=verifier_from_env(),
-        base_url=(os.environ.get("SCREENING_CDS_BASE_URL") or "").rstrip("/") or None,
-        fetch=FetchSettings(timeout_seconds=float(os.environ.get("SCREENING_CDS_FHIR_TIMEOUT") or 2.0)),
-        max_body_bytes=int(os.environ.get("SCREENING_CDS_MAX_BODY_BYTES") or 4 * 1024 * 1024),
+        verifier=verifier_from_settings(settings),
+        base_url=public_base_url(settings.base_url),
+        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout),
+        max_body_bytes=settings.max_body_bytes,
     )
 
 
-def _cors_origins() -> list[str] | str:
-    raw = os.environ.get("SCREENING_CDS_CORS_ORIGINS", "*").strip()
-    return "*" if raw in ("", "*") else [o.strip() for o in raw.split(",") if o.strip()]
-
-
-def register(app: Flask, state: CdsHooksState | None = None) -> None:
-    state = state or state_from_env()
-    store = app.extensions.get("store")
-    if store is not None and hasattr(store, "use_jti_once"):
-        state.verifier.jtis = StoreJtiCache(store)
+def register(app: Flask, settings: CdsHooksSettings, state: CdsHooksState | None = None) -> None:
+    state = state or state_from_settings(settings)
+    # flask-cors takes what the decorator below leaves out from the app's config: the origins
+    # are this app's setting, not something read when the module is imported.
+    origins = settings.cors_origins
+    app.config["CORS_ORIGINS"] = "*" if origins == "*" else list(origins)
+    # JWT ids are remembered in the shared database, so a token replayed to another worker fails.
+    state.verifier.jtis = StoreJtiCache(app.extensions["store"])
     app.extensions["cds_hooks"] = state
+    if state.base_url is None:
+        log.warning("SCREENING_CDS_BASE_URL is not set: every CDS Hooks call is answered 503 until it "
+                    "names this service's public base URL (the JWT audience)")
     app.register_blueprint(bp)
 
 
 # Bearer tokens, not cookies: no credentials mode, so "*" does not expose a session.
-_cors = cross_origin(origins=_cors_origins(), methods=["GET", "POST", "OPTIONS"],
+_cors = cross_origin(methods=["GET", "POST", "OPTIONS"],
                      allow_headers=["Authorization", "Content-Type"], max_age=600)
 
 
@@ -77,13 +89,22 @@ def _state() -> CdsHooksState:
     return current_app.extensions["cds_hooks"]
 
 
+_NOT_CONFIGURED = ("CDS Hooks is not configured on this service: SCREENING_CDS_BASE_URL must name its public "
+                   "base URL (the audience CDS clients sign their JWTs for).")
+
+
 def _public_base() -> str:
-    return _state().base_url or request.host_url.rstrip("/")
+    base = _state().base_url
+    if base is None:
+        raise ApiError(503, _NOT_CONFIGURED, code="cds_hooks_not_configured")
+    return base
 
 
 def _authenticate() -> dict:
     state = _state()
-    audience = (state.base_url + request.path) if state.base_url else request.base_url
+    # The audience is this endpoint's public URL from configuration: the Host header is the
+    # caller's to choose, so a token minted for another service would pass with its host name.
+    audience = _public_base() + request.path
     try:
         return state.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
@@ -113,6 +134,8 @@ def call_service(service_id: str):
     body = _read_body()
     context = _check_request(body, service.hook)
     state = _state()
+    refused_server_url = body.get("fhirServer")
+    body, refused_server = _only_configured_fhir_server(body, str(claims["iss"]))
     try:
         drafts = parse_draft_orders(context)
         candidates = _selected(drafts, context) if service.hook == "order-select" else drafts
@@ -124,10 +147,14 @@ def call_service(service_id: str):
         raise ApiError(400, f"Not valid FHIR at {exc.path}: {exc.message}",
                        [{"path": exc.path, "message": exc.message}], code="invalid_fhir") from None
     except DataUnavailable as exc:
+        errors = [{"path": f"prefetch.{k}", "message": exc.reasons.get(k, "unavailable")} for k in exc.keys]
+        if refused_server:
+            errors.insert(0, {"path": "fhirServer", "message": refused_server})
+            log.warning("CDS client %s: data unavailable and its fhirServer (host %r) is not configured for it",
+                        claims["iss"], _host_of(refused_server_url))
         raise ApiError(412, "The FHIR data the screening rules need could not be obtained from prefetch "
                             "or the FHIR server: " + ", ".join(exc.keys) + ".",
-                       [{"path": f"prefetch.{k}", "message": exc.reasons.get(k, "unavailable")} for k in exc.keys],
-                       code="precondition_failed") from None
+                       errors, code="precondition_failed") from None
 
     record = build_record(data, drafts, {id(o.resource) for o in orders})
     ruleset = current_app.extensions["rulesets"].current
@@ -176,14 +203,9 @@ def feedback(service_id: str):
 def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     """Record one feedback item against the decision its card was made from (card uuid = decision
     id), in the decision log. Feedback on a card the log does not know is reported back to the
-    caller and kept in memory only (there is no decision to attach it to)."""
-    store = current_app.extensions.get("store")
-    found = None
-    if store is not None:
-        try:
-            found = store.get_decision(item["card"]) is not None
-        except StoreUnavailable:
-            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+    caller and kept in memory only, the latest FEEDBACK_KEPT (there is no decision to attach it to)."""
+    store: Store = current_app.extensions["store"]
+    found = store.get_decision(item["card"]) is not None
     entry = {
         "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
         "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
@@ -193,10 +215,7 @@ def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
         "outcome_timestamp": item["outcomeTimestamp"],
     }
     if found:
-        try:
-            store.save_feedback(entry)
-        except StoreUnavailable:
-            raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+        store.save_feedback(entry)
     else:
         _state().feedback.append(entry)
     return entry
@@ -236,7 +255,7 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
 def _read_body() -> dict:
     settings = current_app.extensions["settings"]
     # FHIR nests deeper than an intake (QuestionnaireResponse items within items).
-    return parse_json_object(request, _state().max_body_bytes, max(settings.max_json_depth, 64))
+    return read_json_request(request, Limits(_state().max_body_bytes, max(settings.max_json_depth, 64)))
 
 
 def _check_request(body: dict, hook: str) -> dict:
@@ -269,20 +288,40 @@ def _check_request(body: dict, hook: str) -> dict:
     return context
 
 
+def _only_configured_fhir_server(body: dict, issuer: str) -> tuple[dict, str | None]:
+    """The body as gather() may use it: a `fhirServer` that is not configured for the JWT's
+    issuer (SCREENING_CDS_ISSUERS fhir_servers) is removed with its token, so it is never
+    contacted; the second value says why, for the 412 should prefetch not be enough."""
+    server = body.get("fhirServer")
+    if server is None:
+        return body, None
+    configured = _state().verifier.issuers.get(issuer)
+    if configured is not None and fhir_server_allowed(server, configured.fhir_servers):
+        return body, None
+    # An EHR can be wrong about where its FHIR server is (or be made to be): its token stays here.
+    # (Info here: a client that prefetches everything loses nothing; the 412 path warns.)
+    log.info("CDS client %s named a fhirServer not configured for it (host %r); not contacted",
+             issuer, _host_of(server))
+    return ({k: v for k, v in body.items() if k not in ("fhirServer", "fhirAuthorization")},
+            "not configured for this client (SCREENING_CDS_ISSUERS fhir_servers); it was not contacted")
+
+
+def _host_of(url: object) -> str | None:
+    try:
+        return urlsplit(url).hostname if isinstance(url, str) else None
+    except ValueError:
+        return None
+
+
 def _selected(drafts: list, context: dict) -> list:
     """order-select: decision support is about the newly selected orders only."""
     wanted = {s for s in context.get("selections") or [] if isinstance(s, str)}
     return [r for r in drafts if f"{r.__resource_type__}/{r.id}" in wanted]
 
 
-def _store(decision, intake: dict, issuer: str) -> str | None:
-    store = current_app.extensions.get("store")
-    if store is None:
-        return None
-    try:
-        store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
-    except StoreUnavailable:
-        # A decision that is not in the log is not shown: its card would link to nothing and
-        # no physician would see it in the review queue.
-        raise ApiError(503, "The decision log is unavailable; retry shortly.", headers={"Retry-After": "5"}) from None
+def _store(decision, intake: dict, issuer: str) -> str:
+    store: Store = current_app.extensions["store"]
+    # StoreUnavailable propagates (503 from service.http_io): a decision that is not in the log is
+    # not shown, as its card would link to nothing and no physician would see it in the queue.
+    store.save_decision(decision, jsonable(intake), client=f"cds-hooks:{issuer}", source="cds-hooks")
     return f"{_public_base()}/decisions/{decision.decision_id}"

@@ -117,9 +117,14 @@ class FhirClient:
             raise DataUnavailable([path], {path: f"FHIR server answered {response.status_code}"})
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DataUnavailable([path], {path: "FHIR server answered with something that is not JSON"}) from None
-        return parse_resource(body, path)
+        try:
+            return parse_resource(body, path)
+        except MalformedFhir:
+            # What a FHIR server answers is never quoted back to the caller (it may not be the
+            # server the EHR meant, and its text is not ours to pass on).
+            raise DataUnavailable([path], {path: "FHIR server answered with something that is not valid FHIR"}) from None
 
     def search_all(self, query: str, key: str) -> list[Any]:
         parsed = self.get(query, key)
@@ -155,7 +160,7 @@ def gather(request_body: dict, settings: FetchSettings) -> dict[str, list[Any]]:
                 continue
             out[key] = resources_of(parsed)
             # A paginated prefetch (a next link) needs the server for the rest.
-            if parsed.__resource_type__ == "Bundle" and any(l.relation == "next" for l in parsed.link or []):
+            if parsed.__resource_type__ == "Bundle" and any(link.relation == "next" for link in parsed.link or []):
                 unsatisfied[key] = "paginated"
                 del out[key]
             continue

@@ -4,8 +4,11 @@ Clients"), verified with PyJWT.
 - alg ES384 or RS384 only: `none` and every HMAC algorithm are refused before any key is looked up.
 - `iss` must be an allow-listed issuer; its keys come from that issuer's JWKS (a URL or a file),
   or from the `jku` header only when that URL is allow-listed for the same issuer.
-- `aud` must be the exact URL of the endpoint called; `exp` and `iat` are required and checked
-  with a small leeway; `jti` is required and a token is accepted once.
+- The key must be of the kind the algorithm names (an EC P-384 key for ES384, an RSA key for
+  RS384): a header that names the other algorithm is refused (401), not handed to PyJWT.
+- `aud` must be the exact URL of the endpoint called; `exp` and `iat` are required, must be JSON
+  numbers (RFC 7519 NumericDate: a numeric string is refused) and are checked with a small
+  leeway; `jti` is required and a token is accepted once.
 - Seen `jti`s are kept in the decision log's database until their `exp` (plus leeway), so a
   replay is refused by whichever worker or instance it reaches (in memory only where there is no
   store). Tokens whose `exp` is further away than ``max_lifetime`` are refused, which bounds both.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,9 +25,33 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWKClient, PyJWKSet
 
+from service.cdshooks.urls import normalise_base_url
+from service.config import CdsHooksSettings
+from service.store.base import JtiStore
+
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
+# NumericDates past this (year 5138) are not dates a short-lived token carries; it also keeps a
+# huge integer from overflowing float().
+_MAX_NUMERIC_DATE = 10**11
+
+
+def _key_fits(alg: str, key: Any) -> bool:
+    """The key is of the kind the JWT's algorithm needs (PyJWT raises TypeError otherwise)."""
+    if alg == "ES384":
+        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
+    return isinstance(key, rsa.RSAPublicKey)
+
+
+def _numeric_date(claims: dict, name: str) -> float:
+    """A NumericDate claim: a JSON number (RFC 7519 section 2), never a numeric string."""
+    value = claims[name]
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (isinstance(value, int) or math.isfinite(value)) or abs(value) > _MAX_NUMERIC_DATE):
+        raise AuthError(f"The JWT claim '{name}' must be a number of seconds since the epoch (NumericDate).")
+    return float(value)
 
 
 class AuthError(Exception):
@@ -37,11 +64,29 @@ class Issuer:
     jwks_url: str | None = None
     jwks_file: str | None = None
     jku: tuple[str, ...] = ()      # jku header values accepted for this issuer
+    # The FHIR servers (normalised base URLs) this issuer's `fhirServer` may name: the only
+    # places its `fhirAuthorization` token is ever sent. None configured: nothing is fetched.
+    fhir_servers: tuple[str, ...] = ()
+
+
+def _fhir_servers(iss: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}].fhir_servers must be a list of base URLs")
+    out = []
+    for url in value:
+        normal = normalise_base_url(url) if isinstance(url, str) else None
+        if normal is None:
+            raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}].fhir_servers: {url!r} is not an "
+                             "http(s) base URL (no user info, query or fragment)")
+        out.append(normal)
+    return tuple(out)
 
 
 def parse_issuers(raw: str | None) -> dict[str, Issuer]:
     """``SCREENING_CDS_ISSUERS``: a JSON object issuer -> a JWKS URL, a JWKS file path, or
-    ``{"jwks_url": ..., "jwks_file": ..., "jku": [...]}``."""
+    ``{"jwks_url": ..., "jwks_file": ..., "jku": [...], "fhir_servers": [...]}``."""
     if not raw:
         return {}
     try:
@@ -56,7 +101,8 @@ def parse_issuers(raw: str | None) -> dict[str, Issuer]:
             spec = {"jwks_url": spec} if spec.startswith(("http://", "https://")) else {"jwks_file": spec}
         if not isinstance(spec, dict) or not (spec.get("jwks_url") or spec.get("jwks_file") or spec.get("jku")):
             raise SystemExit(f"configuration: SCREENING_CDS_ISSUERS[{iss!r}] names no JWKS")
-        out[iss] = Issuer(iss, spec.get("jwks_url"), spec.get("jwks_file"), tuple(spec.get("jku") or ()))
+        out[iss] = Issuer(iss, spec.get("jwks_url"), spec.get("jwks_file"), tuple(spec.get("jku") or ()),
+                          _fhir_servers(iss, spec.get("fhir_servers")))
     return out
 
 
@@ -76,9 +122,9 @@ class JtiCache:
 
 
 class StoreJtiCache:
-    """``use_once`` over the shared database (see service.store.sql.SqlStore.use_jti_once)."""
+    """``use_once`` over the shared database (service.store.base.JtiStore)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: JtiStore) -> None:
         self._store = store
 
     def use_once(self, key: str, expires_at: float, now: float) -> bool:
@@ -113,6 +159,8 @@ class Verifier:
         if issuer is None:
             raise AuthError("The JWT issuer is not trusted by this service.")
         key = self._key(issuer, header)
+        if not _key_fits(alg, key):
+            raise AuthError(f"The issuer's key for this kid is not a key for {alg}.")
         now = time.time()
         try:
             claims = jwt.decode(
@@ -129,13 +177,19 @@ class Verifier:
             raise AuthError(f"The JWT lacks the required claim '{exc.claim}'.") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"The JWT is not valid: {type(exc).__name__}.") from None
-        if float(claims["iat"]) > now + self.leeway:
+        except (TypeError, ValueError):  # a key PyJWT cannot use for this algorithm
+            raise AuthError("The JWT is not valid: its key does not fit its algorithm.") from None
+        # PyJWT reads iat/exp with int(), which takes "1700000000": the claims must be numbers.
+        iat, exp = _numeric_date(claims, "iat"), _numeric_date(claims, "exp")
+        if "nbf" in claims:
+            _numeric_date(claims, "nbf")
+        if iat > now + self.leeway:
             raise AuthError("The JWT is not valid yet (iat in the future).")
-        if float(claims["exp"]) - now > self.max_lifetime:
+        if exp - now > self.max_lifetime:
             raise AuthError(f"The JWT lives longer than {self.max_lifetime} seconds; CDS Hooks JWTs are short-lived.")
         if not isinstance(claims["jti"], str) or not claims["jti"]:
             raise AuthError("The JWT jti must be a non-empty string.")
-        if not self.jtis.use_once(f"{iss}\x00{claims['jti']}", float(claims["exp"]) + self.leeway, now):
+        if not self.jtis.use_once(f"{iss}\x00{claims['jti']}", exp + self.leeway, now):
             raise AuthError("The JWT has been used before (jti replay).")
         return claims
 
@@ -173,8 +227,5 @@ class Verifier:
         raise KeyError(kid)
 
 
-def verifier_from_env() -> Verifier:
-    return Verifier(
-        issuers=parse_issuers(os.environ.get("SCREENING_CDS_ISSUERS")),
-        leeway=int(os.environ.get("SCREENING_CDS_JWT_LEEWAY") or 30),
-    )
+def verifier_from_settings(settings: CdsHooksSettings) -> Verifier:
+    return Verifier(issuers=parse_issuers(settings.issuers), leeway=settings.jwt_leeway)

@@ -102,7 +102,7 @@ def _codeset(spec: dict, systems: dict[str, str]) -> CodeSet:
 def load_mapping(path: Path | str = MAPPING_PATH) -> Mapping:
     raw = yaml.safe_load(Path(path).read_text())
     systems = raw["systems"]
-    cs = lambda spec: _codeset(spec, systems)  # noqa: E731
+    cs = lambda spec: _codeset(spec, systems)  # noqa: E731 - a one-line shorthand for the table below
     subst = raw["substance_use"]
     return Mapping(
         raw=raw,

@@ -1,6 +1,6 @@
 """The durable-rules backend.
 
-How it stays inside durable-rules' limits (measured, see DEVELOPERS.md):
+How it stays inside durable-rules' limits (measured: docs/performance.md, tests/test_growth.py):
 - every rule is compiled to its alternatives (OR of ANDs); each alternative is one engine
   condition. durable-rules fires an alternative at most once per fact, and fails an assert
   that fires more than 64 of them (error 303), and hangs compiling 512 or more. So rules are
@@ -23,18 +23,23 @@ import datetime as dt
 import itertools
 import json
 import threading
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import durable_rules_engine as dre
 
 from service.engine.base import EngineError, Match, layers, partition_key
-from service.engine.facts import COUNT_SUFFIX, FINDINGS, MARKER, build_fact
+from service.engine.facts import FINDINGS, MARKER, build_fact
+from service.engine.index import Guard, GuardIndex, guard_of, top_level_keys
 from service.policy import conditions as C
+from service.policy import operators
 from service.policy.model import Rule
 
-# 63 alternatives + the catch-all = 64, the most one assert can fire.
-SHARD_CONDITIONS = 63
+# 63 alternatives + the catch-all = 64, the most one assert can fire (the limit lint enforces).
+SHARD_CONDITIONS = operators.MAX_ALTERNATIVES
 CATCH_ALL = "catch_all"
+# Layers with more shards than this use the guard index to skip shards (service.engine.index).
+INDEX_MIN_SHARDS = 3
 # Evaluations are serialised per compiled ruleset and every session is deleted right after its
 # assert, so one session id serves them all.
 SID = "0"
@@ -50,19 +55,33 @@ class DurableRules:
         self._rules = {r.id: r for r in rules}
         self._order = {r.id: i for i, r in enumerate(rules)}
         self._lock = threading.Lock()
-        # route -> layers -> shards; a shard is (engine handle, rule id of each alternative)
-        self._plan: dict[str | None, list[list[tuple[int, list[str]]]]] = {}
+        # route -> layers; a layer is its guard index and its shards (service.engine.index)
+        self._plan: dict[str | None, list[_Layer]] = {}
         self.shard_count = 0
         routes = sorted({route for r in rules for route in r.routes})
         stratified = layers(rules)
         for route in routes:
-            route_layers = []
-            for layer in stratified:
-                shards = []
-                for shard in _shards([r for r in layer if route in r.routes], shard_conditions):
-                    shards.append(self._create(shard))
-                route_layers.append(shards)
-            self._plan[route] = route_layers
+            self._plan[route] = [self._layer([r for r in layer if route in r.routes], shard_conditions)
+                                 for layer in stratified]
+
+    def _layer(self, rules: list[Rule], size: int) -> "_Layer":
+        """Conditions that share a guard go into the same shards (thresholds in order of their
+        value), so that an intake asserts into the shards holding its candidates only."""
+        alternatives = _alternatives(rules, size)
+        guards = [guard_of(conj) for _, conj in alternatives]
+        order = sorted(range(len(alternatives)), key=lambda i: _shard_order(guards[i], i))
+        shards = []
+        for start in range(0, len(order), size):
+            members = order[start:start + size]
+            handle, rule_ids = self._create([alternatives[i] for i in members])
+            keys = {MARKER, "sid"}
+            for i in members:
+                keys |= top_level_keys(alternatives[i][1])
+                if any(isinstance(lit, C.Finding) for lit in alternatives[i][1]):
+                    keys.add(FINDINGS)
+            always = any(guards[i].kind == "none" for i in members)
+            shards.append(_Shard(handle, rule_ids, frozenset(members), always, tuple(sorted(keys))))
+        return _Layer(GuardIndex(guards), shards)
 
     def _create(self, alternatives: list[tuple[Rule, list[C.Condition]]]) -> tuple[int, list[str]]:
         definition: dict[str, Any] = {}
@@ -82,14 +101,24 @@ class DurableRules:
         fact["sid"] = SID
         fired: set[str] = set()
         with self._lock:
-            for shards in self._plan.get(route, []):
-                # One serialisation per layer: the fact changes only by the findings it gains.
-                body = json.dumps(fact)  # ASCII: text the C parser reads safely, lone surrogates included
+            for layer in self._plan.get(route, []):
+                # A layer of a few shards is asserted whole: looking up candidates would cost
+                # about what it saves (measured on the shipped pack).
+                candidates = layer.index.candidates(fact, fact[FINDINGS]) if len(layer.shards) > INDEX_MIN_SHARDS else None
+                # One serialisation per layer and set of properties: the fact changes only by
+                # the findings it gains, and each shard is given only what it reads.
+                bodies: dict[tuple[str, ...], str] = {}
                 new: set[str] = set()
-                for handle, rule_ids in shards:
-                    for action in _fire(handle, body):
+                for shard in layer.shards:
+                    if candidates is not None and not shard.always and candidates.isdisjoint(shard.members):
+                        continue  # nothing in this shard can hold for this intake
+                    body = bodies.get(shard.keys)
+                    if body is None:
+                        # ASCII: text the C parser reads safely, lone surrogates included
+                        body = bodies[shard.keys] = json.dumps({k: fact[k] for k in shard.keys if k in fact})
+                    for action in _fire(shard.handle, body):
                         if action != CATCH_ALL:
-                            new.add(rule_ids[int(action[1:])])
+                            new.add(shard.rule_ids[int(action[1:])])
                 new = {rid for rid in new if self._rules[rid].applies(route, indication)}
                 fired |= new
                 for rid in sorted(new, key=self._order.__getitem__):
@@ -98,6 +127,27 @@ class DurableRules:
         ordered = sorted(fired, key=self._order.__getitem__)
         findings = tuple(self._rules[rid].concludes for rid in ordered if self._rules[rid].concludes)
         return Match(tuple(ordered), findings)
+
+
+@dataclass(frozen=True)
+class _Shard:
+    handle: int
+    rule_ids: list[str]            # the rule of each alternative, by position in the ruleset
+    members: frozenset[int]        # the alternatives' numbers in the layer's guard index
+    always: bool                   # holds an unguarded alternative: asserted for every intake
+    keys: tuple[str, ...]          # the fact's top-level properties its conditions read
+
+
+@dataclass(frozen=True)
+class _Layer:
+    index: GuardIndex
+    shards: list[_Shard]
+
+
+def _shard_order(guard: Guard, position: int) -> tuple:
+    value = guard.value if guard.kind == "threshold" else 0
+    return (guard.kind, guard.path if guard.kind != "finding" else "", guard.op, value,
+            repr(guard.value) if guard.kind == "eq" else "", position)
 
 
 def _fire(handle: int, body: str) -> list[str]:
@@ -123,24 +173,16 @@ def _fire(handle: int, body: str) -> list[str]:
             pass
 
 
-def _shards(rules: list[Rule], size: int) -> list[list[tuple[Rule, list[C.Condition]]]]:
-    """Pack rules' alternatives into shards of at most ``size``, never splitting a rule."""
-    shards: list[list] = []
-    current: list = []
+def _alternatives(rules: list[Rule], size: int) -> list[tuple[Rule, list[C.Condition]]]:
+    """Every rule's alternatives (OR of ANDs), in rule order; a rule may not need more than one
+    shard's worth (its alternatives may land in different shards: each fires on its own)."""
+    out: list[tuple[Rule, list[C.Condition]]] = []
     for rule in rules:
         alternatives = [(rule, conj) for conj in C.to_dnf(C.to_nnf(rule.when))]
         if len(alternatives) > size:
             raise EngineError(f"rule '{rule.id}' has {len(alternatives)} alternatives; at most {size} fit the engine")
-        if len(current) + len(alternatives) > size:
-            shards.append(current)
-            current = []
-        current.extend(alternatives)
-    if current:
-        shards.append(current)
-    return shards
-
-
-_ORDER_OPS = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+        out.extend(alternatives)
+    return out
 
 
 def _literal(cond: C.Condition, prefix: str = "") -> dict:
@@ -152,31 +194,7 @@ def _literal(cond: C.Condition, prefix: str = "") -> dict:
         return {"$and": [_literal(i, prefix) for i in cond.items]}
     if isinstance(cond, C.AnyOf):
         return {"$or": [_literal(i, prefix) for i in cond.items]}
-    path = prefix + cond.path
-    op, value = cond.op, cond.operand
-    if op == "eq":
-        return {path: value}
-    if op == "ne":
-        return {"$neq": {path: value}}
-    if op in _ORDER_OPS:
-        return {_ORDER_OPS[op]: {path: value}}
-    if op == "in":
-        return {"$or": [{path: v} for v in value]}
-    if op == "not_in":
-        return {"$and": [{"$neq": {path: v}} for v in value]}
-    if op == "exists":
-        return {"$ex" if value else "$nex": {path: 1}}
-    if op == "contains":
-        return {"$iany": {path: {"$i": value}}}
-    if op == "contains_none":
-        return {"$iall": {path: {"$and": [{"$neq": {"$i": v}} for v in value]}}}
-    if op in C.DATE_OPS:
-        derived = path + (C.DAYS_SUFFIX if op.endswith("_days") else C.MONTHS_SUFFIX)
-        return {"$lte" if op.startswith("within") else "$gt": {derived: value}}
-    if op == "empty":
-        return {path + COUNT_SUFFIX: 0}
-    if op == "any_item":
-        return {"$iany": {path: _literal(value, "$i.")}}
-    if op == "all_items":
-        return {"$iall": {path: _literal(value, "$i.")}}
-    raise EngineError(f"operator '{op}' has no durable-rules form")
+    operator = operators.TABLE.get(cond.op)
+    if operator is None or operator.durable is None:
+        raise EngineError(f"operator '{cond.op}' has no durable-rules form")
+    return operator.durable(prefix + cond.path, cond.operand, _literal)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from service.policy.conditions import DAYS_SUFFIX, MONTHS_SUFFIX, age
-
-COUNT_SUFFIX = "__count"
+from service.policy.operators import COUNT_SUFFIX, DAYS_SUFFIX, MONTHS_SUFFIX, age
 MARKER = "__intake"
 FINDINGS = "__findings"
 # Keeps the findings array non-empty: the engine's all-items operator is false on [].

@@ -20,7 +20,7 @@ request_log = logging.getLogger(REQUEST_LOGGER)
 
 
 def init_app(app: Flask) -> None:
-    configure_logging()
+    configure_logging(app.extensions["settings"].log_level)
     holder = app.extensions["rulesets"]
     served = [holder.current]
     metrics.set_ruleset_served(holder.current.summary)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -55,10 +54,6 @@ def _current_request_id() -> str | None:
     return None
 
 
-def log_level() -> str:
-    return (os.environ.get("SCREENING_LOG_LEVEL") or "info").upper()
-
-
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
 
@@ -71,7 +66,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging() -> None:
+def configure_logging(level: str = "info") -> None:
     """Single-process runs (flask dev server, tests, CLI): JSON to stderr for the app's loggers,
     unless something (gunicorn's logconfig_dict) configured them already. Records still
     propagate, so whatever the root logger has (pytest's caplog) sees them too."""
@@ -81,15 +76,15 @@ def configure_logging() -> None:
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
-    logger.setLevel(log_level())
+    logger.setLevel(level.upper())
 
 
-def gunicorn_logconfig(level: str | None = None) -> dict:
+def gunicorn_logconfig(level: str = "info") -> dict:
     """``logconfig_dict`` for gunicorn: its error log and the app's loggers, JSON to stderr."""
     # Python warnings (deprecations from libraries at import) become JSON lines on the root logger
     # instead of raw stderr text; set in the master, inherited by the workers.
     logging.captureWarnings(True)
-    level = (level or log_level()).upper()
+    level = level.upper()
     formatter = f"{__name__}.JsonFormatter"
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     return {

@@ -83,8 +83,17 @@ def record_decision(decision: str, ruleset_digest: str, rule_ids: Iterable[str])
         RULE_HITS.labels(rule_id=rule_id).inc()
 
 
+# The request method is the client's to invent (`curl -X RTMETHODA`): one label value each would
+# be a new series per request. Anything but the standard methods counts as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def method_label(method: str) -> str:
+    return method if method in _METHODS else "other"
+
+
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUEST_LATENCY.labels(method=method, route=route, status=str(status)).observe(seconds)
+    REQUEST_LATENCY.labels(method=method_label(method), route=route, status=str(status)).observe(seconds)
 
 
 def record_reload(ok: bool, ruleset: Any = None, counted: bool = True) -> None:

@@ -13,27 +13,22 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Iterator, Union
 
-from dateutil.relativedelta import relativedelta
+from service.policy import operators as O
+from service.policy.operators import DAYS_SUFFIX as DAYS_SUFFIX  # re-exported: the fact builder's names
+from service.policy.operators import MONTHS_SUFFIX as MONTHS_SUFFIX
+from service.policy.operators import age as age
 
-COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte")
-MEMBERSHIP = ("in", "not_in")
-LIST_MEMBERSHIP = ("contains_any", "contains_none")  # on lists of plain values
-DATE_OPS = ("within_days", "within_months", "older_than_days", "older_than_months")
-OPERATORS = COMPARISONS + MEMBERSHIP + LIST_MEMBERSHIP + ("exists",) + DATE_OPS + ("any_item",)
-
-NEGATION = {
-    "eq": "ne", "ne": "eq", "gt": "lte", "lte": "gt", "gte": "lt", "lt": "gte",
-    "in": "not_in", "not_in": "in", "contains_any": "contains_none", "contains_none": "contains_any",
-    "within_days": "older_than_days", "older_than_days": "within_days",
-    "within_months": "older_than_months", "older_than_months": "within_months",
-}
-
-# Derived properties that the fact builder adds beside each date field.
-DAYS_SUFFIX = "__days_ago"
-MONTHS_SUFFIX = "__months_ago"
+# The operators and what each means live in one table (service.policy.operators); these names
+# are views of it for the code that groups them.
+OPERATORS = O.PUBLIC
+COMPARISONS = tuple(n for n in OPERATORS if O.TABLE[n].operand == O.VALUE)
+MEMBERSHIP = tuple(n for n in OPERATORS if O.TABLE[n].operand == O.VALUES and O.TABLE[n].field == O.SCALAR)
+LIST_MEMBERSHIP = tuple(n for n in OPERATORS if O.TABLE[n].field == O.VALUE_LIST)  # on lists of plain values
+DATE_OPS = tuple(n for n in OPERATORS if O.TABLE[n].field == O.DATE)
+NEGATION = {n: op.negation for n, op in O.TABLE.items()
+            if op.negation and op.operand in (O.VALUE, O.VALUES, O.COUNT)}
 
 
 @dataclass(frozen=True)
@@ -147,18 +142,19 @@ def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base:
             close = difflib.get_close_matches(str(op), OPERATORS, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConditionSyntaxError(f"unknown operator '{op}'{hint}; operators: {', '.join(OPERATORS)}", at)
-        if op == "any_item":
+        kind = O.TABLE[op].operand
+        if kind == O.CONDITION:
             operand = parse(operand, at, positions, base, _child(errors))
-        elif op in MEMBERSHIP + LIST_MEMBERSHIP:
+        elif kind == O.VALUES:
             if not isinstance(operand, list) or not operand:
                 raise ConditionSyntaxError(f"'{op}' takes a non-empty list", at)
             if any(isinstance(v, (dict, list)) or v is None for v in operand):
                 raise ConditionSyntaxError(f"'{op}' takes a list of plain values", at)
             operand = tuple(operand)
-        elif op == "exists":
+        elif kind == O.BOOL:
             if not isinstance(operand, bool):
-                raise ConditionSyntaxError("'exists' takes true or false", at)
-        elif op in DATE_OPS:
+                raise ConditionSyntaxError(f"'{op}' takes true or false", at)
+        elif kind == O.COUNT:
             if isinstance(operand, bool) or not isinstance(operand, int) or operand < 0:
                 raise ConditionSyntaxError(f"'{op}' takes a whole number of days or months, 0 or more", at)
         elif isinstance(operand, (dict, list)) or operand is None:
@@ -280,33 +276,6 @@ def lookup(data: Any, path: str) -> Any:
     return cur
 
 
-def age(value: Any, as_of: dt.datetime) -> tuple[float, float]:
-    """(days, months) elapsed from a date/datetime to ``as_of``. Months are calendar months
-    plus the remaining days as a fraction below one, so ``within_months: 12`` is exact."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value)
-    return _age(value, as_of)
-
-
-@lru_cache(maxsize=4096)
-def _age(value: dt.date, as_of: dt.datetime) -> tuple[float, float]:
-    # Cached: the fact builder and every rule's explanation ask the same few dates of one
-    # screening, and calendar arithmetic is the dearest part of a date comparison.
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        days = (as_of - value).total_seconds() / 86400.0
-        start = value.astimezone(dt.timezone.utc).date()
-    else:
-        days = float((as_of.date() - value).days)
-        start = value
-    delta = relativedelta(as_of.date(), start)
-    months = delta.years * 12 + delta.months + (delta.days / 32.0 if delta.days else 0.0)
-    if days < 0:
-        months = -months if months > 0 else months
-    return days, months
-
-
 @dataclass
 class LeafResult:
     path: str
@@ -316,36 +285,14 @@ class LeafResult:
     held: bool
 
 
-def _compare(op: str, value: Any, operand: Any) -> bool:
+def _compare(op: str, value: Any, operand: Any, as_of: dt.datetime | None = None) -> bool:
+    """``value <op> operand`` by the operator's table entry; false on an absent value."""
     if value is MISSING:
         return False
-    try:
-        if op == "eq":
-            return value == operand and type(value) is type(operand) or (
-                isinstance(value, (int, float)) and not isinstance(value, bool)
-                and isinstance(operand, (int, float)) and not isinstance(operand, bool) and value == operand)
-        if op == "ne":
-            return not _compare("eq", value, operand)
-        if op == "gt":
-            return value > operand
-        if op == "gte":
-            return value >= operand
-        if op == "lt":
-            return value < operand
-        if op == "lte":
-            return value <= operand
-        if op == "in":
-            return any(_compare("eq", value, v) for v in operand)
-        if op == "not_in":
-            return not any(_compare("eq", value, v) for v in operand)
-        if op in LIST_MEMBERSHIP:
-            if not isinstance(value, list):
-                return False
-            found = any(_compare("eq", item, v) for item in value for v in operand)
-            return found if op == "contains_any" else not found
-    except TypeError:
-        return False
-    raise ValueError(f"not a comparison: {op}")
+    evaluate = O.TABLE[op].evaluate
+    if evaluate is None:
+        raise ValueError(f"not a comparison: {op}")
+    return evaluate(value, operand, as_of)
 
 
 class Evaluator:
@@ -385,15 +332,8 @@ class Evaluator:
                     if self.holds(leaf.operand, item, f"{full}[{i}].", trace)
                 ]
                 held = bool(matches) if leaf.op == "any_item" else len(matches) == len(value)
-        elif leaf.op in DATE_OPS:
-            if value is MISSING:
-                held = False
-            else:
-                days, months = age(value, self.as_of)
-                amount = days if leaf.op.endswith("_days") else months
-                held = amount <= leaf.operand if leaf.op.startswith("within") else amount > leaf.operand
         else:
-            held = _compare(leaf.op, value, leaf.operand)
+            held = _compare(leaf.op, value, leaf.operand, self.as_of)
         if trace is not None and leaf.op not in ("any_item", "all_items"):
             trace.append(LeafResult(full, leaf.op, leaf.operand, None if value is MISSING else value, held))
         return held
@@ -424,3 +364,129 @@ class Evaluator:
             return [x for p in held for x in p]
         trace: list[LeafResult] = []
         return trace if self._leaf(cond, scope, prefix, trace) else None
+
+
+# --- three-valued (Kleene) evaluation: is a rule decided on the data at hand? ---------------
+#
+# The engine reads a leaf on an absent field as false. That is the right answer for "did the
+# rule fire" on an NNF tree (a fired rule never depends on an absent value, since no leaf on an
+# absent value holds), but it cannot tell "did not fire" from "could not be decided". Kleene
+# logic can: a leaf on an absent field is UNKNOWN (``exists`` excepted: whether a field was
+# given is always known), an undecided finding is UNKNOWN, and all/any combine as min/max of
+# F < U < T. TRUE means fired whatever the absent values are, FALSE means not fired whatever
+# they are, UNKNOWN means the answer depends on them: the decision is incomplete, and the
+# unknown leaves that the answer hinges on are the questions to ask.
+
+FALSE, UNKNOWN, TRUE = 0, 1, 2
+
+
+@dataclass
+class Kleene:
+    """The three-valued outcome of a condition and the absent paths that left it UNKNOWN
+    (item fields as ``substance_use[0].status``; findings by name in ``findings``)."""
+
+    value: int
+    missing: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+
+class KleeneEvaluator:
+    """Evaluates NNF conditions in three values. ``unknown_findings`` are findings whose
+    concluding rule was itself undecided; every other finding is concluded or not."""
+
+    def __init__(self, intake: dict, as_of: dt.datetime, findings: set[str], unknown_findings: set[str]):
+        self.intake = intake
+        self.as_of = as_of
+        self.findings = findings
+        self.unknown_findings = unknown_findings
+
+    def evaluate(self, nnf: Condition) -> Kleene:
+        out = Kleene(FALSE)
+        out.value = self._eval(nnf, self.intake, "", out)
+        if out.value != UNKNOWN:
+            out.missing, out.findings = [], []
+        return out
+
+    def _eval(self, cond: Condition, scope: Any, prefix: str, out: Kleene) -> int:
+        # Collect missing paths only from the branches whose value is UNKNOWN: a FALSE conjunct
+        # or a TRUE disjunct decides its node, and then nothing below it needs asking.
+        if isinstance(cond, (AllOf, AnyOf)):
+            results = []
+            for item in cond.items:
+                sub = Kleene(FALSE)
+                results.append((self._eval(item, scope, prefix, sub), sub))
+            values = [v for v, _ in results]
+            value = min(values) if isinstance(cond, AllOf) else max(values)
+            if value == UNKNOWN:
+                for v, sub in results:
+                    if v == UNKNOWN:
+                        _merge(out, sub)
+            return value
+        if isinstance(cond, Not):  # never in NNF; kept total for safety
+            return self._eval(to_nnf(cond.item, True), scope, prefix, out)
+        if isinstance(cond, Finding):
+            if cond.name in self.unknown_findings:
+                if cond.name not in out.findings:
+                    out.findings.append(cond.name)
+                return UNKNOWN
+            return TRUE if (cond.name in self.findings) != cond.negated else FALSE
+        return self._leaf(cond, scope, prefix, out)
+
+    def _leaf(self, leaf: Leaf, scope: Any, prefix: str, out: Kleene) -> int:
+        value = lookup(scope, leaf.path)
+        full = prefix + leaf.path
+        if leaf.op == "exists":
+            return TRUE if (value is not MISSING) == leaf.operand else FALSE
+        if value is MISSING:
+            if full not in out.missing:
+                out.missing.append(full)
+            return UNKNOWN
+        if leaf.op in ("any_item", "all_items"):
+            if not isinstance(value, list):
+                return FALSE
+            results = []
+            for i, item in enumerate(value):
+                sub = Kleene(FALSE)
+                results.append((self._eval(leaf.operand, item, f"{full}[{i}].", sub), sub))
+            if leaf.op == "any_item":
+                result = max((v for v, _ in results), default=FALSE)
+            else:
+                result = min((v for v, _ in results), default=TRUE)
+            if result == UNKNOWN:
+                for v, sub in results:
+                    if v == UNKNOWN:
+                        _merge(out, sub)
+            return result
+        if leaf.op in DATE_OPS:
+            days, months = age(value, self.as_of)
+            amount = days if leaf.op.endswith("_days") else months
+            held = amount <= leaf.operand if leaf.op.startswith("within") else amount > leaf.operand
+            return TRUE if held else FALSE
+        return TRUE if _compare(leaf.op, value, leaf.operand) else FALSE
+
+
+def _merge(out: Kleene, sub: Kleene) -> None:
+    out.missing.extend(p for p in sub.missing if p not in out.missing)
+    out.findings.extend(f for f in sub.findings if f not in out.findings)
+
+
+def reads(cond: Condition) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """What a condition reads: intake paths outside lists, and for each list it looks into
+    with any_item, the item fields it reads there. Screening uses it to find, cheaply, the
+    rules that read something this intake lacks."""
+    paths: set[str] = set()
+    items: dict[str, set[str]] = {}
+
+    def visit(c: Condition) -> None:
+        if isinstance(c, (AllOf, AnyOf)):
+            for i in c.items:
+                visit(i)
+        elif isinstance(c, Not):
+            visit(c.item)
+        elif isinstance(c, Leaf):
+            paths.add(c.path)
+            if c.op in ("any_item", "all_items"):
+                items.setdefault(c.path, set()).update(p.split(".")[0] for p in fields_read(c.operand))
+
+    visit(cond)
+    return frozenset(paths), {k: frozenset(v) for k, v in items.items()}

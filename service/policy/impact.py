@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 import subprocess  # nosec B404 - git with fixed arguments; each call is marked where it stands
 import tarfile
 import tempfile
@@ -26,6 +27,8 @@ from typing import Callable, Iterable, Iterator
 from marshmallow import ValidationError
 
 from service.decision import Decision
+from service.errors import ServiceError
+from service.intake_reader import Limits, read_json
 from service.ruleset import Ruleset
 from service.screening import screen
 
@@ -77,21 +80,16 @@ class ImpactReport:
         return "more restrictive" if a > b else "more permissive"
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[str, dict | None]]:
+def read_jsonl(path: Path, limits: Limits) -> Iterator[tuple[str, dict | None]]:
     """(reference, raw intake or None if the line is not an acceptable JSON object), streaming.
     Lines are read as strictly as an HTTP body or a batch line (the same limits)."""
-    from service.api.jsonbody import parse_json_bytes
-    from service.api.problems import ApiError
-    from service.config import Settings
-
-    settings = Settings.from_env()
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                value = parse_json_bytes(line, settings.max_body_bytes, settings.max_json_depth)
-            except ApiError:
+                value = read_json(line, limits)
+            except ServiceError:
                 value = None
             yield f"line {number}", value
 
@@ -181,13 +179,27 @@ def _valid(ruleset: Ruleset, raw: dict | None) -> dict | None:
         return None
 
 
+# A revision as people write them (HEAD~2, main^, v1.4, origin/main, a sha, HEAD@{1}); never
+# one that starts with "-", which git would take as an option (--output=FILE truncates a file).
+_REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/~^@{}-]{0,199}")
+
+
 def checkout_revision(revision: str, pack_dir: Path) -> Path:
     """The pack as it is at a git revision, extracted to a temporary directory."""
+    if not _REVISION.fullmatch(revision) or ".." in revision:
+        raise ValueError(f"not a git revision: {revision!r} (a commit, branch, tag or HEAD~n)")
     pack_dir = pack_dir.resolve()
     top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=pack_dir, capture_output=True,  # nosec B603 B607
                          text=True, check=True).stdout.strip()
     relative = pack_dir.relative_to(top)
-    archive = subprocess.run(["git", "archive", "--format=tar", revision, str(relative)], cwd=top,  # nosec B603 B607
+    # Resolved to a commit id first, with the revision after --end-of-options; then `--` ends
+    # git archive's options, so nothing the user typed is ever read as one.
+    resolved = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--end-of-options",  # nosec B603 B607
+                               f"{revision}^{{commit}}"], cwd=top, capture_output=True, text=True, check=False)
+    commit = resolved.stdout.strip()
+    if resolved.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40,64}", commit):
+        raise ValueError(f"git knows no commit {revision!r}")
+    archive = subprocess.run(["git", "archive", "--format=tar", "--", commit, str(relative)], cwd=top,  # nosec B603 B607
                              capture_output=True, check=False)
     if archive.returncode != 0:
         raise ValueError(f"git cannot read {relative} at {revision}: {archive.stderr.decode().strip()}")

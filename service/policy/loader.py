@@ -27,7 +27,7 @@ from schemas.rulefile import (
     TestFileSchema,
 )
 from service.policy import conditions, yamlsrc
-from service.policy.model import Location, Rule, RulePack, TestCase
+from service.policy.model import Location, OptionalAnswer, Rule, RulePack, TestCase
 from service.policy.problems import Problem, RulePackError
 
 PACK_FILE = "pack.yaml"
@@ -141,7 +141,7 @@ def read_pack(root: Path | str, shown_as: Path | None = None) -> tuple[RulePack 
     if not root.is_dir():
         col.problems.append(Problem(Location(str(root)), "not a rule pack directory", code="io"))
         return None, col.problems
-    meta = _read_meta(root / PACK_FILE, col)
+    meta, meta_positions = _read_meta(root / PACK_FILE, col)
     rules: list[Rule] = []
     rule_files, test_files = pack_files(root)
     if not rule_files:
@@ -160,6 +160,11 @@ def read_pack(root: Path | str, shown_as: Path | None = None) -> tuple[RulePack 
         rules=tuple(rules), source=str(root), fixtures=fixtures, tests=tests,
         test_as_of=meta.get("test_defaults", {}).get("as_of"), catalog=catalog,
         unloaded=frozenset(col.unloaded), modified={col.rel(p): _mtime(p) for p in rule_files},
+        citations={code: _jsonable(source) for code, source in meta["citations"].items()},
+        optional=tuple(
+            OptionalAnswer(o["path"], o["means"], o["reason"], o["citation"],
+                           Location(col.rel(root / PACK_FILE), *yamlsrc.position(meta_positions, ("optional", i))))
+            for i, o in enumerate(meta["optional"])),
     )
     return pack, col.problems
 
@@ -183,16 +188,16 @@ def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
     return pack
 
 
-def _read_meta(path: Path, col: _Collector) -> dict | None:
+def _read_meta(path: Path, col: _Collector) -> tuple[dict | None, yamlsrc.Positions]:
     loaded = col.read_required(path, "missing pack.yaml (name and version of the pack)")
     if loaded is None:
-        return None
+        return None, {}
     data, positions = loaded
     try:
-        return PackSchema().load(data if isinstance(data, dict) else {"_": data})
+        return PackSchema().load(data if isinstance(data, dict) else {"_": data}), positions
     except ValidationError as exc:
         col.schema_errors(path, positions, (), exc.messages)
-        return None
+        return None, positions
 
 
 def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
@@ -206,14 +211,15 @@ def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
         col.schema_errors(path, positions, (), exc.messages, data=data, schema=RuleFileSchema())
         return []
     rules = []
+    by_rule = _positions_by_item(positions, "rules")
+    rule_schema = RuleSchema()  # one per file, not per rule: building a schema is not free
     for index, raw in enumerate(data["rules"]):
         base = ("rules", index)
         rule_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-        schema = RuleSchema()
         try:
-            loaded_rule = schema.load(raw)
+            loaded_rule = rule_schema.load(raw)
         except ValidationError as exc:
-            col.schema_errors(path, positions, base, exc.messages, rule_id, raw, schema)
+            col.schema_errors(path, positions, base, exc.messages, rule_id, raw, rule_schema)
             loaded_rule = None
         # The condition is checked even when a key is wrong: every mistake of a rule at once.
         when = None
@@ -236,7 +242,7 @@ def _read_rule_file(path: Path, col: _Collector) -> list[Rule]:
             priority=loaded_rule["priority"], message=loaded_rule.get("message"),
             citation=loaded_rule.get("citation"), description=loaded_rule.get("description"),
             location=Location(col.rel(path), line, column), canonical=loaded_rule,
-            positions={k[len(base):]: v for k, v in positions.items() if k[:len(base)] == base},
+            positions=by_rule.get(index, {}),
         ))
     return rules
 
@@ -269,6 +275,16 @@ def _read_catalog(root: Path, meta: dict | None, col: _Collector) -> Catalog | N
     catalog.source = col.rel(path)
     catalog.positions = positions
     return catalog
+
+
+def _positions_by_item(positions: yamlsrc.Positions, key: str) -> dict[int, yamlsrc.Positions]:
+    """Positions under ``key``'s items, per item index and relative to the item: one pass over
+    the file's positions (a scan per rule made loading quadratic in the file's size)."""
+    out: dict[int, yamlsrc.Positions] = {}
+    for path, position in positions.items():
+        if len(path) >= 2 and path[0] == key:
+            out.setdefault(path[1], {})[path[2:]] = position
+    return out
 
 
 def _read_fixtures(path: Path, col: _Collector) -> dict[str, Any]:

@@ -58,10 +58,6 @@ class Rule:
     def applies(self, route: str | None, indication: str | None) -> bool:
         return route in self.routes and indication in self.indications
 
-    @property
-    def is_finding(self) -> bool:
-        return self.concludes is not None
-
 
 @dataclass(frozen=True)
 class TestCase:
@@ -70,6 +66,20 @@ class TestCase:
     intake: dict
     expect: dict
     as_of: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class OptionalAnswer:
+    """A field the pack lets be absent where a rule tests ``exists: false`` on it (see
+    schemas.rulefile.OptionalAnswerSchema). A decision that relies on the absence states it."""
+    path: str
+    means: str
+    reason: str
+    citation: str
+    location: Location | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "means": self.means, "reason": self.reason, "citation": self.citation}
 
 
 @dataclass
@@ -82,6 +92,9 @@ class RulePack:
     fixtures: dict[str, Any] = field(default_factory=dict)
     tests: list[TestCase] = field(default_factory=list)
     test_as_of: dt.datetime | None = None
+    # code -> the source it stands for (schemas.rulefile.CitationSourceSchema, loaded)
+    citations: dict[str, dict] = field(default_factory=dict)
+    optional: tuple[OptionalAnswer, ...] = ()
     digest: str = ""
     # The intake vocabulary the rules are written against (schemas.catalog); None: the shipped one.
     catalog: Catalog | None = None
@@ -95,7 +108,7 @@ class RulePack:
             from schemas.intake import SHIPPED
             self.catalog = SHIPPED
         if not self.digest:
-            self.digest = compute_digest(self.name, self.rules, self.catalog)
+            self.digest = compute_digest(self.name, self.rules, self.citations, self.optional, self.catalog)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -116,11 +129,19 @@ class RulePack:
         return {"name": self.name, "version": self.version, "digest": self.digest}
 
 
-def compute_digest(name: str, rules: tuple[Rule, ...], catalog: Catalog | None = None) -> str:
-    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it. The
-    field catalog is part of it: a changed vocabulary is a changed contract."""
+def compute_digest(name: str, rules: tuple[Rule, ...], citations: dict | None = None,
+                   optional: tuple[OptionalAnswer, ...] = (), catalog: Catalog | None = None) -> str:
+    """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it.
+    The citation registry and the optional answers are part of it: both change decisions. The
+    field catalog is too: a changed vocabulary is a changed contract."""
+    doc: dict[str, Any] = {"name": name, "rules": [r.canonical for r in rules],
+                           "fields": catalog.raw if catalog else None}
+    if citations:
+        doc["citations"] = citations
+    if optional:
+        doc["optional"] = [o.to_dict() for o in optional]
     body = json.dumps(
-        {"name": name, "rules": [r.canonical for r in rules], "fields": catalog.raw if catalog else None},
+        doc,
         sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
     )
     return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()

@@ -73,8 +73,14 @@ reviews = Table(
     Column("reviewer", String(200), nullable=False),
     Column("outcome", String(16), nullable=False),
     Column("note", Text(), nullable=False),
-    # Which API key recorded it, beside the reviewer's name the caller sent: the audit trail.
+    # Which credential recorded it: an API key's id, or the signed-in session's short id.
     Column("client", String(200), nullable=False),
+    # 0004: what the action meant, the rules an override names, how the reviewer was
+    # authenticated (session | api_key), and a re-screen's new decision. NULL on older rows.
+    Column("meaning", Text(), nullable=True),
+    Column("overridden_rules", Json, nullable=True),
+    Column("credential", String(32), nullable=True),
+    Column("rescreen_decision_id", String(64), nullable=True),
     Index("ix_reviews_decision_seq", "decision_id", "seq"),
 )
 
@@ -107,12 +113,38 @@ api_keys = Table(
     Column("token_sha256", String(64), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=True),
+    # 0004: the physician this key signs off as (sign-offs through the API need one).
+    Column("physician", String(64), nullable=True),
 )
 
-# Requests per API key and fixed window (service/ratelimit.py): scratch counters, not records.
-rate_limits = Table(
-    "rate_limits", metadata,
-    Column("key_id", String(32), primary_key=True),
-    Column("window_start", BigInteger(), primary_key=True),  # Unix seconds
-    Column("count", Integer(), nullable=False),
+# Sign-ins of the clinician pages (0004): the cookie names a session, this row makes it valid,
+# and signing out deletes it, in every worker and instance on the database.
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("sid_sha256", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", Float(), nullable=False),  # Unix seconds
+    Index("ix_web_sessions_expires_at", "expires_at"),
+)
+
+# Failed sign-ins per user name (0004): one row per failure, deleted once out of the window.
+signin_failures = Table(
+    "signin_failures", metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("name_key", String(64), nullable=False),
+    Column("at", Float(), nullable=False),  # Unix seconds
+    Index("ix_signin_failures_name_at", "name_key", "at"),
+    Index("ix_signin_failures_at", "at"),
+)
+
+# Token buckets for rate limits (service/ratelimit.py): scratch state, not records. A row whose
+# bucket would be full again (full_at passed) means the same as no row, and is deleted.
+rate_buckets = Table(
+    "rate_buckets", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("tokens", Float(), nullable=False),      # in the bucket at updated_at
+    Column("granted", Integer(), nullable=False),   # what the last take was given
+    Column("updated_at", Float(), nullable=False),  # Unix seconds
+    Column("full_at", Float(), nullable=False),     # Unix seconds when the bucket is full again
 )

@@ -1,7 +1,8 @@
 """The decision log on SQLAlchemy 2: SQLite by default, PostgreSQL by DATABASE_URL.
 
 Every write commits before the method returns, so a decision the service hands out is already
-durable. Database failures surface as ``StoreUnavailable`` (HTTP 503) with the driver's error
+durable. Decisions are written by group commit (``service.store.groupcommit``): the requests in
+flight share one transaction and one fsync, and each returns only once its row is committed. Database failures surface as ``StoreUnavailable`` (HTTP 503) with the driver's error
 class only: driver messages and SQL parameters can carry intake values and are never passed on
 (``hide_parameters`` keeps them out of SQLAlchemy's own messages too).
 """
@@ -9,16 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import dataclasses
 import datetime as dt
 import json
-import logging
 import re
 import threading
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, insert, select, text
+from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import make_url
 
@@ -26,16 +28,31 @@ from schemas.store import MAX_PAGE
 from service.decision import Decision, jsonable
 from service.store import migrate
 from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, Review,
-                                ReviewNotAllowed, StoredDecision, StoreUnavailable)
+                                ReviewNotAllowed, StoredDecision)
 from service.store.dberrors import unavailable_on_db_errors
+from service.store.groupcommit import GroupCommitter
 from service.store.keys import ApiKeyStore
+from service.store.signin_failures import SigninFailureStore
+from service.store.web_sessions import WebSessionStore
+from service.store.ratelimits import RateLimitStore
 from service.store.models import cds_feedback, cds_jti, decisions, reviews
+from service import signoff
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
-_DECISION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_DECISION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # How long a request waits for a connection or a lock before the caller gets 503.
 CONNECT_TIMEOUT_S = 5
+
+
+class EncodedJSON(str):
+    """JSON text already encoded (the response body): stored as it is, not encoded again."""
+
+
+def _json_serializer(value: Any) -> str:
+    if isinstance(value, EncodedJSON):
+        return value
+    return json.dumps(value)
 
 
 def make_engine(url: str) -> Engine:
@@ -48,7 +65,8 @@ def make_engine(url: str) -> Engine:
         connect_args: dict[str, Any] = {}
         if "timeout" not in parsed.query:
             connect_args["timeout"] = CONNECT_TIMEOUT_S  # sqlite3's busy timeout, in seconds
-        engine = create_engine(parsed, connect_args=connect_args, hide_parameters=True)
+        engine = create_engine(parsed, connect_args=connect_args, hide_parameters=True,
+                               json_serializer=_json_serializer)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
@@ -65,7 +83,8 @@ def make_engine(url: str) -> Engine:
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
         # pre_ping: after a database restart, pooled connections are dead; replace them quietly.
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True,
-                             pool_timeout=CONNECT_TIMEOUT_S, hide_parameters=True)
+                             pool_timeout=CONNECT_TIMEOUT_S, hide_parameters=True,
+                             json_serializer=_json_serializer)
     raise ValueError(f"DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql+psycopg)")
 
 
@@ -74,15 +93,25 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# A cursor this service issues is ~40 characters; seq is a 64-bit column on PostgreSQL.
+_MAX_CURSOR_CHARS = 100
+_MAX_SEQ = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> int:
+    """The seq a cursor continues after; ValueError for anything this service did not issue
+    (a number past the column's range or deeply nested JSON included, never an OverflowError
+    or RecursionError from the driver or the parser)."""
     try:
+        if len(cursor) > _MAX_CURSOR_CHARS:
+            raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)
         seq = value["after"]
-        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool):
+        if value.get("v") != 1 or not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= _MAX_SEQ:
             raise ValueError
         return seq
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise ValueError("not a cursor this service issued") from None
 
 
@@ -91,14 +120,24 @@ def _now() -> dt.datetime:
 
 
 class SqlStore:
-    """DecisionStore on a SQLAlchemy engine. Thread-safe; one per process (per app)."""
+    """The Store (service.store.base) on a SQLAlchemy engine. Thread-safe; one per process (per
+    app). Open it with service.store.factory.open_store."""
 
     def __init__(self, url: str, *, migrate_now: bool = True):
         self.url = url
         self.engine = make_engine(url)
         self.keys = ApiKeyStore(self.engine, self.ensure_schema)
+        self.counters = RateLimitStore(self.engine, self.ensure_schema)
+        self.signin_failures = SigninFailureStore(self.engine, self.ensure_schema)
+        self.web_sessions = WebSessionStore(self.engine, self.ensure_schema)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        # SQLite: one writer process at a time, waiting on a lock that wakes it at once, rather
+        # than SQLite's busy handler, which sleeps in steps of up to 100 ms while another
+        # process commits (measured: it, not the fsync, bounded two gunicorn workers).
+        serialise = ((lambda: migrate.sqlite_file_lock(self.engine, "decision-writer"))
+                     if self.engine.dialect.name == "sqlite" else contextlib.nullcontext)
+        self.decision_writer: GroupCommitter[dict] = GroupCommitter(self._write_decisions, serialise=serialise)
         if migrate_now:
             self.ensure_schema()
 
@@ -122,7 +161,10 @@ class SqlStore:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str) -> None:
+    def save_decision(self, decision: Decision, intake: dict, *, client: str, source: str,
+                      body: str | None = None) -> None:
+        """Append a decision; returns once it is committed. ``body``: the decision already
+        encoded as JSON (what the response carries), so it is not encoded twice."""
         self.ensure_schema()
         ruleset = decision.ruleset
         row = {
@@ -137,21 +179,27 @@ class SqlStore:
             "ruleset_name": ruleset.get("name", ""),
             "ruleset_version": ruleset.get("version", ""),
             "ruleset_digest": ruleset.get("digest", ""),
-            "body": jsonable(decision.to_dict()),
+            "body": EncodedJSON(body) if body is not None else jsonable(decision.to_dict()),
             "intake": jsonable(intake),
         }
+        self.decision_writer.submit(row)
+
+    def _write_decisions(self, rows) -> None:
+        """One transaction for the batch: all of it is committed, or none of it."""
         with unavailable_on_db_errors("saving a decision"), self.engine.begin() as conn:
-            conn.execute(insert(decisions), row)
+            conn.execute(insert(decisions), list(rows))
 
     def get_decision(self, decision_id: str) -> StoredDecision | None:
-        if not _DECISION_ID.match(decision_id):
+        if not _DECISION_ID.fullmatch(decision_id):
             return None  # no such id was ever issued (and PostgreSQL refuses NUL in a parameter)
         self.ensure_schema()
         with unavailable_on_db_errors("reading a decision"), self.engine.connect() as conn:
             row = conn.execute(select(decisions).where(decisions.c.decision_id == decision_id)).mappings().first()
             if row is None:
                 return None
-            return self._stored([row], conn)[0]
+            origin = conn.execute(select(reviews.c.decision_id)
+                                  .where(reviews.c.rescreen_decision_id == decision_id).limit(1)).scalar()
+            return dataclasses.replace(self._stored([row], conn)[0], rescreen_of=origin)
 
     def list_decisions(self, *, subject_id: str | None = None, decision: str | None = None,
                        review_status: str | None = None, ruleset_digest: str | None = None,
@@ -214,28 +262,69 @@ class SqlStore:
     # -- reviews -----------------------------------------------------------------------------
 
     def add_review(self, decision_id: str, *, reviewer: str, outcome: str, note: str,
-                   client: str = "") -> Review:
+                   client: str = "", credential: str | None = None, meaning: str | None = None,
+                   overridden_rules: tuple[str, ...] = (), rescreen_decision_id: str | None = None) -> Review:
         """Append a physician's sign-off. Raises DecisionNotFound, or ReviewNotAllowed when the
-        decision does not ask for review; the decision itself never changes."""
-        if outcome not in REVIEW_OUTCOMES:
-            raise ValueError(f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}")
-        if not _DECISION_ID.match(decision_id):
+        decision does not ask for review or the action does not fit it (service.signoff); the
+        decision itself never changes. Callers check the rest (notes, rules) with signoff.check."""
+        if outcome not in signoff.ACTION_NAMES:
+            raise ValueError(f"outcome must be one of {', '.join(signoff.ACTION_NAMES)}")
+        if not _DECISION_ID.fullmatch(decision_id):
             raise DecisionNotFound(decision_id)
         self.ensure_schema()
         review = Review(review_id=str(uuid.uuid4()), decision_id=decision_id, created_at=_now(),
-                        reviewer=reviewer, outcome=outcome, note=note)
+                        reviewer=reviewer, outcome=outcome, note=note, credential=credential, client=client,
+                        meaning=meaning or signoff.BY_NAME[outcome].meaning,
+                        overridden_rules=tuple(overridden_rules), rescreen_decision_id=rescreen_decision_id)
         with unavailable_on_db_errors("saving a review"), self.engine.begin() as conn:
-            required = conn.execute(select(decisions.c.physician_review_required)
-                                    .where(decisions.c.decision_id == decision_id)).scalar_one_or_none()
-            if required is None:
+            row = conn.execute(select(decisions.c.physician_review_required, decisions.c.decision)
+                               .where(decisions.c.decision_id == decision_id)).first()
+            if row is None:
                 raise DecisionNotFound(decision_id)
-            if not required:
+            required, kind = row
+            if not required or outcome not in signoff.names(signoff.actions_for(kind)):
                 raise ReviewNotAllowed(decision_id)
             conn.execute(insert(reviews), {
                 "review_id": review.review_id, "decision_id": decision_id, "created_at": review.created_at,
                 "reviewer": reviewer, "outcome": outcome, "note": note, "client": client,
+                "credential": credential, "meaning": review.meaning,
+                "overridden_rules": list(review.overridden_rules) or None,
+                "rescreen_decision_id": rescreen_decision_id,
             })
         return review
+
+    def review_queue(self, *, cursor: str | None = None,
+                     limit: int = 50) -> tuple[list[StoredDecision], str | None]:
+        """Decisions waiting for a physician: urgent first, then oldest first (docs/rules.md).
+        Raises ValueError for a cursor this method did not issue."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+        conditions = [_review_status_condition("pending")]
+        urgent = decisions.c.urgent
+        if cursor:
+            after_urgent, after_seq = decode_queue_cursor(cursor)
+            if after_urgent:
+                conditions.append(or_(and_(urgent.is_(True), decisions.c.seq > after_seq), urgent.is_(False)))
+            else:
+                conditions.append(and_(urgent.is_(False), decisions.c.seq > after_seq))
+        query = (select(decisions).where(and_(True, *conditions))
+                 .order_by(urgent.desc(), decisions.c.seq.asc()).limit(limit + 1))
+        self.ensure_schema()
+        with unavailable_on_db_errors("listing the review queue"), self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+            page = rows[:limit]
+            items = self._stored(page, conn)
+        next_cursor = encode_queue_cursor(bool(page[-1]["urgent"]), page[-1]["seq"]) if len(rows) > limit else None
+        return items, next_cursor
+
+    def queue_counts(self) -> tuple[int, int]:
+        """(decisions pending review, of which urgent)."""
+        self.ensure_schema()
+        query = select(func.count(), func.count().filter(decisions.c.urgent.is_(True))).where(
+            _review_status_condition("pending"))
+        with unavailable_on_db_errors("counting the review queue"), self.engine.connect() as conn:
+            pending, urgent = conn.execute(query).one()
+        return int(pending), int(urgent)
 
     def save_feedback(self, entry: dict) -> None:
         """Append what a clinician did with a CDS Hooks card (its uuid is the decision id)."""
@@ -279,7 +368,10 @@ class SqlStore:
             for r in review_rows:
                 by_decision[r["decision_id"]].append(Review(
                     review_id=r["review_id"], decision_id=r["decision_id"], created_at=r["created_at"],
-                    reviewer=r["reviewer"], outcome=r["outcome"], note=r["note"]))
+                    reviewer=r["reviewer"], outcome=r["outcome"], note=r["note"],
+                    credential=r["credential"], client=r["client"], meaning=r["meaning"],
+                    overridden_rules=tuple(r["overridden_rules"] or ()),
+                    rescreen_decision_id=r["rescreen_decision_id"]))
         return [
             StoredDecision(
                 decision_id=row["decision_id"], created_at=row["created_at"], client=row["client"],
@@ -302,15 +394,31 @@ def _review_status_condition(status: str):
         return and_(required.is_(True), ~has_review)
     latest = (select(reviews.c.outcome).where(reviews.c.decision_id == decisions.c.decision_id)
               .order_by(reviews.c.seq.desc()).limit(1).scalar_subquery())
-    return and_(required.is_(True), latest == ("approve" if status == "approved" else "decline"))
+    # Old records hold approve/decline whatever the decision; both map to a status of their own.
+    outcomes = [name for name in REVIEW_OUTCOMES if signoff.status_of(name) == status]
+    return and_(required.is_(True), latest.in_(outcomes))
 
 
-def open_store(url: str) -> SqlStore:
-    """The app's store. A database that is down at start does not stop the service: it answers
-    503 (and /readyz says why) until the database is back, then migrates and carries on."""
-    store = SqlStore(url, migrate_now=False)
+_MAX_SEQ = 2**63 - 1
+
+
+def encode_queue_cursor(urgent: bool, seq: int) -> str:
+    raw = json.dumps({"v": 2, "urgent": urgent, "after": seq}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_queue_cursor(cursor: str) -> tuple[bool, int]:
+    """(urgent, seq) of the last item of the previous page of the review queue."""
     try:
-        store.ensure_schema()
-    except StoreUnavailable as exc:
-        logging.getLogger(__name__).warning("decision log unavailable at start (%s); retrying on use", exc)
-    return store
+        if len(cursor) > 200:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+        seq, urgent = value["after"], value["urgent"]
+        if (value.get("v") != 2 or not isinstance(seq, int) or isinstance(seq, bool)
+                or not 0 <= seq <= _MAX_SEQ or not isinstance(urgent, bool)):
+            raise ValueError
+        return urgent, seq
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError, AttributeError):
+        raise ValueError("not a cursor this service issued") from None
+

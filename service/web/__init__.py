@@ -9,18 +9,12 @@ from flask import Flask
 
 from service.web import security
 from service.web.settings import WebSettings
+from service.web.signin import SigninGuard
 from service.web.users import UserDirectory, UsersConfigError
 
 
-from service.ratelimit import Rate, RateLimiter  # noqa: E402
-from service.store.ratelimits import RateLimitStore  # noqa: E402
-
-# At most 10 sign-in attempts per user name in 15 minutes.
-SIGNIN_RATE = Rate(10, 15 * 60)
-
-
 def init_web(app: Flask, settings: WebSettings | None = None) -> None:
-    settings = settings or WebSettings.from_env()
+    settings = settings or app.extensions["settings"].web
     try:
         users = UserDirectory.from_setting(settings.users)
     except UsersConfigError as exc:
@@ -30,12 +24,12 @@ def init_web(app: Flask, settings: WebSettings | None = None) -> None:
                            "(add people with `screening users add`)")
     app.extensions["web_settings"] = settings
     app.extensions["users"] = users
-    # Password guessing: sign-in attempts per user name are counted in the shared database, so
-    # the limit holds across workers and instances (the same counter as API keys).
+    # Password guessing: failed sign-ins per user name are counted in the shared database (a
+    # sliding window), and sessions live there too, so both hold across workers and instances.
     store = app.extensions["store"]
-    app.extensions["signin_limiter"] = RateLimiter(RateLimitStore(store.engine, store.ensure_schema),
-                                                   SIGNIN_RATE)
-    security.configure(app, settings)
+    app.extensions["signin_guard"] = SigninGuard(store.signin_failures)
+    app.extensions["web_sessions"] = store.web_sessions
+    security.configure(app, settings, app.extensions["settings"].state_dir)
 
     from service.web.views import bp
     app.register_blueprint(bp)

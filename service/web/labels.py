@@ -46,7 +46,7 @@ def path_label(path: str) -> str:
     parts = []
     so_far = ""
     for part in path.split("."):
-        match = re.match(r"^([^\[]+)((?:\[\d+\])*)$", part)
+        match = re.fullmatch(r"([^\[]+)((?:\[\d+\])*)", part)
         name, indexes = (match.group(1), match.group(2)) if match else (part, "")
         so_far = f"{so_far}.{name}" if so_far else name
         label = field_label(name, so_far)
@@ -151,3 +151,67 @@ def iso_time(value: dt.datetime | str) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- answers to missing data (the re-screen form) -----------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerField:
+    """One input of the re-screen form: a path the decision reported as missing."""
+    path: str
+    label: str
+    kind: str                    # bool | int | str | date | datetime | ...
+    choices: tuple | None
+    unit: str | None
+
+    @property
+    def input_id(self) -> str:
+        return "answer-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.path)
+
+    @property
+    def name(self) -> str:
+        return "answer." + self.path
+
+
+def _info(path: str):
+    flat = catalog().flat  # the served rules' catalog: a field added on reload gets its input
+    info = flat.get(path)
+    if info is None and "[" in path:
+        head, _, tail = _INDEX.sub("", path).partition(".")
+        parent = flat.get(head)
+        info = (parent.items or {}).get(tail) if parent else None
+    return info
+
+
+def answer_fields(missing: list[str]) -> list[AnswerField]:
+    out = []
+    for path in missing:
+        info = _info(path)
+        out.append(AnswerField(path, path_label(path), info.kind if info else "str",
+                               tuple(info.choices) if info and info.choices else None,
+                               info.unit if info else None))
+    return out
+
+
+def read_answers(*, body_missing: list[str], form) -> tuple[dict, dict[str, str]]:
+    """The answers typed into the re-screen form, in their JSON types (the same shape the API
+    takes), and what could not be read, by ``answers.<path>``. Empty inputs are left out."""
+    answers: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for field in answer_fields(body_missing):
+        raw = (form.get(field.name) or "").strip()
+        if not raw:
+            continue
+        if field.kind == "bool":
+            if raw not in ("yes", "no"):
+                errors["answers." + field.path] = f"{field.label}: choose yes or no."
+                continue
+            answers[field.path] = raw == "yes"
+        elif field.kind in ("int", "float", "number"):
+            try:
+                answers[field.path] = int(raw) if field.kind == "int" else float(raw)
+            except ValueError:
+                errors["answers." + field.path] = f"{field.label}: enter a number."
+        else:
+            answers[field.path] = raw
+    return answers, errors

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import secrets
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -16,10 +16,10 @@ from flask import Flask, Response, abort, g, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from service.web.settings import WebSettings
+from service.web.signin import MIN_SECRET_CHARS, shared_secret
 
 log = logging.getLogger("service.web")
 csrf = CSRFProtect()
-MIN_SECRET_CHARS = 32
 
 # No inline script or style anywhere, so 'self' is the whole policy.
 CONTENT_SECURITY_POLICY = (
@@ -27,13 +27,11 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def configure(app: Flask, settings: WebSettings) -> None:
+def configure(app: Flask, settings: WebSettings, state_dir: Path) -> None:
     if not app.config.get("SECRET_KEY"):
         if settings.secret_key is None:
-            log.warning(
-                "SCREENING_SECRET_KEY is not set: using a random key for this process; sign-ins end "
-                "when it restarts and do not carry across workers. Set it in production.")
-            app.config["SECRET_KEY"] = secrets.token_urlsafe(48)
+            # One key for every worker and across restarts (service.web.signin).
+            app.config["SECRET_KEY"] = shared_secret(state_dir)
         elif len(settings.secret_key) < MIN_SECRET_CHARS:
             raise SystemExit(f"configuration: SCREENING_SECRET_KEY must be at least {MIN_SECRET_CHARS} characters")
         else:

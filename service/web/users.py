@@ -10,8 +10,10 @@ scrypt or pbkdf2 format. Plain passwords are never accepted in the configuration
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 CLINICIAN, PHYSICIAN = "clinician", "physician"
 ROLES = (CLINICIAN, PHYSICIAN)
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _HASH_METHODS = ("scrypt:", "pbkdf2:")
 # Checked when the username is unknown, so that a wrong name costs as long as a wrong password
 # and response times do not reveal who has an account.
@@ -51,7 +53,7 @@ def parse_users(document: object, source: str = "SCREENING_USERS") -> dict[str, 
     users: dict[str, User] = {}
     for name, entry in document.items():
         where = f"{source}: user {name!r}"
-        if not isinstance(name, str) or not USERNAME_RE.match(name):
+        if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
             raise UsersConfigError(f"{where}: a username is 1-64 letters, digits, '.', '_', '@' or '-'")
         if not isinstance(entry, dict):
             raise UsersConfigError(f"{where}: expected an object with password_hash and role")
@@ -90,31 +92,69 @@ def read_users_document(value: str) -> tuple[object, str]:
         raise UsersConfigError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno})") from None
 
 
+log = logging.getLogger("service.web")
+
+
 class UserDirectory:
-    def __init__(self, users: dict[str, User]):
+    """The configured people. When SCREENING_USERS names a file, the file is read again whenever
+    it changes (its size, time or inode), so ``screening users add`` and removing someone take
+    effect at the next request, in every worker, without a restart. A change that breaks the
+    file is logged and ignored: the people as last read stay in force."""
+
+    def __init__(self, users: dict[str, User], path: Path | None = None, stamp: tuple | None = None):
         self._users = dict(users)
+        self._path = path
+        self._stamp = stamp
+        self._lock = threading.Lock()
 
     @classmethod
     def from_setting(cls, value: str) -> "UserDirectory":
+        text = value.strip()
+        path = Path(text) if text and not text.startswith("{") else None
+        stamp = _stamp(path) if path else None
         document, source = read_users_document(value)
-        return cls(parse_users(document, source))
+        return cls(parse_users(document, source), path, stamp)
+
+    def _current(self) -> dict[str, User]:
+        if self._path is None:
+            return self._users
+        stamp = _stamp(self._path)
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    try:
+                        document, source = read_users_document(str(self._path))
+                        self._users = parse_users(document, source)
+                        log.info("users file re-read: %d people", len(self._users))
+                    except UsersConfigError as exc:
+                        log.error("users file changed but cannot be used; keeping the people as last read: %s", exc)
+        return self._users
 
     def __len__(self) -> int:
-        return len(self._users)
+        return len(self._current())
 
     def get(self, username: str) -> User | None:
-        return self._users.get(username)
+        return self._current().get(username)
 
     def authenticate(self, username: str, password: str) -> User | None:
-        user = self._users.get(username)
+        user = self._current().get(username)
         ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
         return user if (user and ok) else None
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_user(path: Path, username: str, role: str, password_hash: str) -> bool:
     """Add or replace one user in a users file (created readable by its owner only).
     Returns True when the user was new."""
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):
         raise UsersConfigError("a username is 1-64 letters, digits, '.', '_', '@' or '-'")
     if role not in ROLES:
         raise UsersConfigError(f"role must be one of {', '.join(ROLES)}")

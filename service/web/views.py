@@ -5,8 +5,8 @@ review record (``add_review``), the decision itself is never changed.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
+import math
 import re
 
 from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template,
@@ -15,8 +15,12 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, NotFound
 
 from schemas.rulefile import DECISIONS
-from service.store.base import (REVIEW_OUTCOMES, REVIEW_STATUSES, DecisionNotFound, DecisionStore,
-                                ReviewNotAllowed, StoredDecision, StoreUnavailable)
+from service import reviewing, signoff
+from service.errors import RETRY_AFTER_S
+from service.observability.metrics import record_store_failure
+from service.store.base import (REVIEW_STATUSES, DecisionNotFound, DecisionStore,
+                                StoredDecision, StoreUnavailable)
+from service.store.web_sessions import short_ref
 from service.web import labels
 from service.web.security import csrf, physician_required, safe_next, secure_headers
 from service.web.users import UserDirectory
@@ -25,11 +29,9 @@ log = logging.getLogger("service.web")
 bp = Blueprint("web", __name__)
 
 PUBLIC_ENDPOINTS = {"web.login"}
-MAX_NOTE_CHARS = 2000
 QUEUE_PAGE_SIZE = 25
-_SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-_DECISION_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-RETRY_AFTER_SECONDS = 5
+_SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_DECISION_ID_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 def _users() -> UserDirectory:
@@ -37,21 +39,24 @@ def _users() -> UserDirectory:
 
 
 def _store() -> DecisionStore:
-    store = current_app.extensions.get("store")
-    if store is None:
-        raise StoreUnavailable("no decision log is configured")
-    return store
+    return current_app.extensions["store"]
 
 
 @bp.before_request
 def _require_sign_in():
-    username = session.get("user")
-    g.user = _users().get(username) if isinstance(username, str) else None
+    sid = session.get("sid")
+    username = current_app.extensions["web_sessions"].user_of(sid) if isinstance(sid, str) else None
+    g.user = _users().get(username) if username else None
+    g.session_ref = short_ref(sid) if g.user is not None else ""
     if request.method == "POST":
         csrf.protect()  # 400 before anything else when the token is missing or wrong
     if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
-        if username is not None:
-            session.clear()  # the user was removed from the configuration
+        if sid is not None:
+            # Signed out elsewhere, expired, or the person was removed from the users file
+            # (then their session row goes too).
+            if username:
+                current_app.extensions["web_sessions"].end(sid)
+            session.clear()
         return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
     return None
 
@@ -82,17 +87,21 @@ def login():
         return render_template("web/login.html", next_url=next_url, username="", error=None)
     username = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
-    if username:
-        # Counted before the password is checked: a guesser learns nothing past the limit.
-        key = "s" + hashlib.sha256(username.lower().encode("utf-8")).hexdigest()[:31]
-        usage = current_app.extensions["signin_limiter"].hit(key)
-        if not usage.allowed:
-            log.warning("sign-in refused: too many attempts for one user name")
-            minutes = max(1, round(usage.reset / 60))
-            return render_template("web/login.html", next_url=next_url, username=username,
-                                   error=f"Too many sign-in attempts for this user name; try again in {minutes} minutes."), \
-                429, {"Retry-After": usage.headers()["Retry-After"]}
-    user = _users().authenticate(username, password) if username and password else None
+    if not username or not password:
+        return render_template("web/login.html", next_url=next_url, username=username,
+                               error="Enter your user name and password."), 401
+    # Counted before the password is checked: past the limit a guesser learns nothing, and the
+    # password is not even checked. Only failures keep their place (service.web.signin).
+    guard = current_app.extensions["signin_guard"]
+    attempt = guard.begin(username)
+    if not attempt.allowed:
+        log.warning("sign-in refused: too many failed attempts for one user name")
+        minutes = max(1, math.ceil(attempt.retry_after_s / 60))
+        return render_template("web/login.html", next_url=next_url, username=username,
+                               error=f"Too many failed sign-ins for this user name; try again in {minutes} "
+                                     f"minute{'s' if minutes > 1 else ''}."), \
+            429, {"Retry-After": str(attempt.retry_after_s)}
+    user = _users().authenticate(username, password)
     if user is None:
         # The name is logged only when it is a real account: a mistyped password in the name
         # field must not end up in the logs.
@@ -100,15 +109,20 @@ def login():
         log.warning("sign-in refused for %s", f"user {username!r}" if known else "an unknown user name")
         return render_template("web/login.html", next_url=next_url, username=username,
                                error="The user name or password is not correct."), 401
+    guard.succeeded(attempt)
+    settings = current_app.extensions["web_settings"]
+    sid = current_app.extensions["web_sessions"].start(user.username, settings.session_hours * 3600)
     session.clear()  # a new session for the new sign-in, nothing carried over
     session.permanent = True
-    session["user"] = user.username
+    session["sid"] = sid
     log.info("signed in: user %r (%s)", user.username, user.role)
     return redirect(next_url or url_for("web.index"))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    # Ended on the server: the cookie, or any copy of it, no longer signs anyone in.
+    current_app.extensions["web_sessions"].end(session["sid"])
     log.info("signed out: user %r", g.user.username)
     session.clear()
     flash("You have signed out.", "info")
@@ -119,14 +133,15 @@ def logout():
 
 @bp.route("/")
 def index():
-    return render_template("web/index.html")
+    pending, urgent = _store().queue_counts()
+    return render_template("web/index.html", pending=pending, urgent=urgent)
 
 
 @bp.route("/decisions")
 def find_decision():
     """The look-up form on the landing page: an id in, the decision page out."""
     decision_id = (request.args.get("id") or "").strip()
-    if not _DECISION_ID_RE.match(decision_id):
+    if not _DECISION_ID_RE.fullmatch(decision_id):
         flash("Enter a decision id (letters, digits and dashes).", "error")
         return redirect(url_for("web.index"))
     return redirect(url_for("web.decision", decision_id=decision_id))
@@ -143,27 +158,41 @@ def queue():
         errors["status"] = "Choose a review status from the list."
     if decision and decision not in DECISIONS:
         errors["decision"] = "Choose an outcome from the list."
-    if subject and not _SUBJECT_RE.match(subject):
+    if subject and not _SUBJECT_RE.fullmatch(subject):
         errors["subject"] = "A subject reference is letters, digits, '.', '_', ':' or '-' (up to 64)."
     filters = {"status": status, "decision": decision, "subject": subject}
+    # The physician's queue (pending, no other filter) is urgent first, then oldest first;
+    # every other listing is newest first.
+    work_queue = status == "pending" and not decision and not subject
+    context = dict(filters=filters, statuses=REVIEW_STATUSES, decisions=DECISIONS, work_queue=work_queue,
+                   status_names=STATUS_NAMES)
     if errors:
-        return render_template("web/queue.html", items=[], next_url=None, filters=filters,
-                               errors=errors, statuses=REVIEW_STATUSES, decisions=DECISIONS), 422
+        return render_template("web/queue.html", items=[], next_url=None, errors=errors, counts=None,
+                               **context), 422
+    store = _store()
     try:
-        items, next_cursor = _store().list_decisions(
-            subject_id=subject or None, decision=decision or None,
-            review_status=None if status == "any" else status, cursor=cursor, limit=QUEUE_PAGE_SIZE)
+        if work_queue:
+            items, next_cursor = store.review_queue(cursor=cursor, limit=QUEUE_PAGE_SIZE)
+        else:
+            items, next_cursor = store.list_decisions(
+                subject_id=subject or None, decision=decision or None,
+                review_status=None if status == "any" else status, cursor=cursor, limit=QUEUE_PAGE_SIZE)
     except ValueError:
         # A cursor that was not handed out by the store (edited or stale): start from the top.
-        flash("That page of the queue is no longer available; showing the newest decisions.", "error")
+        flash("That page of the queue is no longer available; showing the first page.", "error")
         return redirect(url_for("web.queue", **{k: v for k, v in filters.items() if v}))
     next_url = url_for("web.queue", cursor=next_cursor, **{k: v for k, v in filters.items() if v}) if next_cursor else None
-    return render_template("web/queue.html", items=items, next_url=next_url, filters=filters,
-                           errors={}, statuses=REVIEW_STATUSES, decisions=DECISIONS)
+    return render_template("web/queue.html", items=items, next_url=next_url, errors={},
+                           counts=store.queue_counts() if work_queue else None, **context)
+
+
+STATUS_NAMES = {"pending": "Pending review", "approved": "Approved", "declined": "Declined",
+                "confirmed": "Exclusion confirmed", "overridden": "Exclusion overridden",
+                "rescreened": "Re-screened", "not_required": "No review required", "any": "Any"}
 
 
 def _load(decision_id: str) -> StoredDecision:
-    if not _DECISION_ID_RE.match(decision_id):
+    if not _DECISION_ID_RE.fullmatch(decision_id):
         abort(404)
     stored = _store().get_decision(decision_id)
     if stored is None:
@@ -174,10 +203,20 @@ def _load(decision_id: str) -> StoredDecision:
 def _render_decision(stored: StoredDecision, *, form: dict | None = None, errors: dict | None = None):
     body = stored.body
     evidence_paths = {path for reason in body.get("reasons", []) for path in reason.get("evidence", {})}
+    signed = None
+    signed_id = request.args.get("signed")
+    if signed_id and not errors:
+        signed = next((r for r in stored.reviews if r.review_id == signed_id), None)
+    next_item = None
+    if signed is not None:
+        waiting, _ = _store().review_queue(limit=2)
+        next_item = next((item for item in waiting if item.decision_id != stored.decision_id), None)
     return render_template(
         "web/decision.html", d=stored, body=body, sections=labels.intake_sections(stored.intake),
-        evidence_paths=evidence_paths, form=form or {"outcome": "", "note": ""}, errors=errors or {},
-        max_note=MAX_NOTE_CHARS)
+        evidence_paths=evidence_paths, form=form or {"action": "", "note": "", "overridden_rules": [], "answers": {}},
+        errors=errors or {}, max_note=signoff.MAX_NOTE_CHARS, actions=signoff.actions_for(stored.decision),
+        excluding=signoff.excluding_rules(body), answer_fields=labels.answer_fields(body.get("missing", [])),
+        signed=signed, next_item=next_item, signoff=signoff, status_names=STATUS_NAMES)
 
 
 @bp.route("/decisions/<decision_id>")
@@ -189,31 +228,34 @@ def decision(decision_id: str):
 @physician_required
 def sign_off(decision_id: str):
     stored = _load(decision_id)
-    outcome = request.form.get("outcome", "")
+    action = request.form.get("action", "")
     note = (request.form.get("note") or "").strip()
-    errors = {}
-    if not stored.physician_review_required:
-        errors["form"] = "This decision does not require a physician's sign-off."
-    if outcome not in REVIEW_OUTCOMES:
-        errors["outcome"] = "Choose approve or decline."
-    if len(note) > MAX_NOTE_CHARS:
-        errors["note"] = f"The note is {len(note)} characters; the limit is {MAX_NOTE_CHARS}."
-    elif outcome == "decline" and not note:
-        errors["note"] = "Say why you decline: the note is required when declining."
+    overridden = tuple(dict.fromkeys(request.form.getlist("overridden_rules")))
+    answers, answer_errors = labels.read_answers(body_missing=stored.body.get("missing", []), form=request.form)
+    form = {"action": action, "note": note, "overridden_rules": list(overridden),
+            "answers": {p: request.form.get("answer." + p, "") for p in stored.body.get("missing", [])}}
+    request_ = signoff.SignOff(action=action, note=note, overridden_rules=overridden,
+                               answers=answers if action == signoff.RESCREEN.name else None)
+    errors = signoff.check(stored.decision, stored.body, stored.physician_review_required, request_)
+    if action == signoff.RESCREEN.name:
+        errors.update(answer_errors)
+    if not errors:
+        try:
+            recorded = reviewing.record(_store(), current_app.extensions["rulesets"], stored, request_,
+                                        reviewing.Reviewer(g.user.username, "session", g.session_ref))
+        except DecisionNotFound:
+            abort(404, "There is no decision with this id in the log.")
+        except reviewing.SignOffRefused as exc:
+            errors = exc.errors
     if errors:
-        return _render_decision(stored, form={"outcome": outcome, "note": note}, errors=errors), 422
-    try:
-        review = _store().add_review(stored.decision_id, reviewer=g.user.username, outcome=outcome, note=note)
-    except DecisionNotFound:
-        abort(404, "There is no decision with this id in the log.")
-    except ReviewNotAllowed:
-        errors["form"] = "This decision does not require a physician's sign-off."
-        return _render_decision(stored, form={"outcome": outcome, "note": note}, errors=errors), 422
+        return _render_decision(stored, form=form, errors=errors), 422
+    review = recorded.review
     log.info("sign-off recorded: decision %s, review %s, %s by %r",
-             stored.decision_id, review.review_id, outcome, g.user.username)
-    flash("Your sign-off was recorded: " + ("approved." if outcome == "approve" else "declined."), "success")
-    # Post/redirect/get: reloading the page must not record the sign-off twice.
-    return redirect(url_for("web.decision", decision_id=stored.decision_id) + "#reviews")
+             stored.decision_id, review.review_id, review.outcome, g.user.username)
+    # Post/redirect/get: reloading the page must not record the sign-off twice. The fragment
+    # takes the physician to the confirmation, which also has autofocus.
+    return redirect(url_for("web.decision", decision_id=stored.decision_id, signed=review.review_id)
+                    + "#confirmation")
 
 
 # --- errors as pages ------------------------------------------------------------------------
@@ -240,10 +282,12 @@ def _http_error(exc: HTTPException):
 
 @bp.errorhandler(StoreUnavailable)
 def _store_unavailable(exc: StoreUnavailable):
+    # The HTML form of service.http_io's 503: the same Retry-After, the same failure metric.
     log.error("decision log unavailable: %s", type(exc).__name__)
+    record_store_failure(request.endpoint or "unknown")
     body, status = error_page(503, "The decision log cannot be reached right now. Nothing was "
                                    "changed; try again in a few seconds.")
-    return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return body, status, {"Retry-After": str(RETRY_AFTER_S)}
 
 
 @bp.errorhandler(Exception)

@@ -37,15 +37,18 @@ def schemas_group() -> None:
               help="Write here instead of schemas/json/.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if the files differ from the description.")
 def export_command(out_dir: Path | None, check: bool) -> None:
-    from service.api.openapi import openapi_document
+    from dataclasses import replace
+
+    from service.cli import common
     from service.app import create_app
-    from service.config import Settings
 
     out_dir = out_dir or jsonschema.JSON_DIR
-    # No rule reloading thread: this process only builds the description. Nobody signs in to
-    # this app, so the pages' start-up warnings (no users, no secret key) are not for this reader.
-    with _quiet("service.web", "service.app"):
-        document = openapi_document(create_app(Settings.from_env(reload_interval=0)))
+    # No rule reloading thread: this process only builds the description, exactly as served.
+    # Nobody signs in to or calls this app, so the start-up warnings (no users, no secret key,
+    # no CDS base URL) and its one request's log line are not for this reader.
+    with _quiet("service.web", "service.app", "service.cdshooks", "screening.request"):
+        app = create_app(replace(common.settings(), reload_interval=0))
+        document = app.test_client().get("/openapi.json").get_json()
     if check:
         stale = jsonschema.stale(document, out_dir)
         for name in stale:

@@ -11,33 +11,35 @@ from typing import Iterator
 
 import click
 
-from service.auth import SCOPES, check_scopes, create_first_admin_key, create_key
-from service.config import Settings
-from service.store.base import StoreUnavailable
+from service.auth import PHYSICIAN_NAME, SCOPES, check_scopes, create_first_admin_key, create_key
+from service.cli import common
+from service.store.base import Store, StoreUnavailable
+from service.store.factory import open_store
 from service.store.keys import ApiKeyRecord
-from service.store.sql import SqlStore
 
 EXIT_UNAVAILABLE = 69
 
 
 @contextlib.contextmanager
-def _opened_store() -> Iterator[SqlStore]:
+def _opened_store() -> Iterator[Store]:
     """The log at DATABASE_URL (migrated); exit 69 with a readable line when it is down."""
-    store = None
     try:
-        store = SqlStore(Settings.from_env().store_url)
+        store = open_store(common.settings().store_url, required=True)
+    except StoreUnavailable as exc:
+        click.echo(f"the decision log is unavailable: {exc}", err=True)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+    try:
         yield store
     except StoreUnavailable as exc:
         click.echo(f"the decision log is unavailable: {exc}", err=True)
         raise SystemExit(EXIT_UNAVAILABLE) from None
     finally:
-        if store is not None:
-            store.close()
+        store.close()
 
 
 def _describe(record: ApiKeyRecord) -> dict:
     return {
-        "id": record.id, "name": record.name, "scopes": list(record.scopes),
+        "id": record.id, "name": record.name, "scopes": list(record.scopes), "physician": record.physician,
         "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
         "revoked_at": record.revoked_at.isoformat().replace("+00:00", "Z") if record.revoked_at else None,
     }
@@ -52,13 +54,20 @@ def keys_group() -> None:
 @click.option("--name", required=True, help="Who or what uses the key, e.g. 'intake-portal'.")
 @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPES),
               help="Repeat for several: screen, read, review, admin (admin allows everything).")
+@click.option("--physician", default=None, metavar="USERNAME",
+              help="The physician this key signs off as (their user name); sign-offs need it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the key and its token as JSON.")
-def keys_create(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+def keys_create(name: str, scopes: tuple[str, ...], physician: str | None, as_json: bool) -> None:
     """Make a key and print its token (shown this once only)."""
     if not name.strip():
         raise click.BadParameter("must not be empty", param_hint="--name")
+    if physician is not None and not PHYSICIAN_NAME.fullmatch(physician):
+        raise click.BadParameter("a user name: 1-64 letters, digits, '.', '_', '@' or '-'", param_hint="--physician")
+    if physician is None and ("review" in scopes or "admin" in scopes):
+        click.echo("note: without --physician this key cannot record sign-offs "
+                   "(a sign-off is recorded as the physician its key was issued to)", err=True)
     with _opened_store() as store:
-        new = create_key(store.keys, name.strip(), check_scopes(scopes))
+        new = create_key(store.keys, name.strip(), check_scopes(scopes), physician=physician)
     if as_json:
         click.echo(json.dumps({**_describe(new.record), "token": new.token}, indent=2))
         return
@@ -80,7 +89,8 @@ def keys_list(as_json: bool) -> None:
     for r in records:
         d = _describe(r)
         state = f"revoked {d['revoked_at']}" if r.revoked_at else "active"
-        click.echo(f"{r.id}  {r.name:<24} {' '.join(r.scopes):<26} created {d['created_at']}  {state}")
+        signs = f"  signs as {r.physician}" if r.physician else ""
+        click.echo(f"{r.id}  {r.name:<24} {' '.join(r.scopes):<26} created {d['created_at']}  {state}{signs}")
     if not records:
         click.echo("no API keys", err=True)
 
@@ -88,13 +98,17 @@ def keys_list(as_json: bool) -> None:
 @keys_group.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    """Revoke a key: requests with it get 401 from now on. The record stays, for the audit trail."""
+    """Revoke a key: requests with it get 401 within SCREENING_KEY_CACHE_SECONDS (how long a running
+    worker trusts a key it has read). The record stays, for the audit trail."""
     with _opened_store() as store:
         record = store.keys.revoke(key_id)
     if record is None:
         click.echo(f"no API key with id {key_id}", err=True)
         raise SystemExit(1)
     click.echo(f"revoked {record.id} ({record.name}) at {_describe(record)['revoked_at']}")
+    seconds = common.settings().key_cache_seconds
+    if seconds > 0:
+        click.echo(f"running servers refuse it within {seconds:g} s (SCREENING_KEY_CACHE_SECONDS)", err=True)
 
 
 def ensure_first_key() -> None:

@@ -1,12 +1,12 @@
 """``screening users``: password hashes and the users file for the clinician pages."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from service.cli import common
 from service.web.users import ROLES, UsersConfigError, hash_password, write_user
 
 MIN_PASSWORD_CHARS = 12
@@ -42,7 +42,7 @@ def hash_password_command(password_stdin: bool) -> None:
 def add_command(username: str, role: str, path: Path | None, password_stdin: bool) -> None:
     """Add a person to the users file, or replace their password and role."""
     if path is None:
-        configured = os.environ.get("SCREENING_USERS", "").strip()
+        configured = common.settings().web.users.strip()
         if not configured or configured.startswith("{"):
             raise click.UsageError("give --file, or set SCREENING_USERS to the path of the users file")
         path = Path(configured)
