@@ -12,23 +12,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
 from service.ruleset import default_rules_path
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, bearer
 
 DOC = ROOT / "docs" / "rules.md"
 STEP = re.compile(r"<!-- walkthrough: (?P<what>[^>]*?) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```", re.S)
 GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
 GROUP = "  medical_history:\n    type: group\n    label: Medical history\n    fields:\n"
+FIXTURE_GROUP = "    medical_history:\n"
+# The last line of a `missing:` list naming every medical_history question.
+EVERY_MEDICAL_QUESTION = "        - medical_history.unstable_cardiovascular_disease\n"
 
 
 def steps() -> list[tuple[str, str]]:
     found = [(m.group("what"), m.group("body")) for m in STEP.finditer(DOC.read_text())]
     assert [what for what, _ in found] == [
         "fields.yaml under medical_history", "new file 92-pheochromocytoma.yaml",
-        "new file 92-pheochromocytoma_test.yaml", "version", "run"], found
+        "new file 92-pheochromocytoma_test.yaml", "fixtures.yaml under every medical_history",
+        "missing lists of every medical_history question", "version", "run"], found
     return found
 
 
@@ -37,6 +38,18 @@ def apply(what: str, body: str, pack: Path) -> None:
         text = (pack / "fields.yaml").read_text()
         assert GROUP in text
         (pack / "fields.yaml").write_text(text.replace(GROUP, GROUP + body, 1))
+    elif what == "fixtures.yaml under every medical_history":
+        text = (pack / "fixtures.yaml").read_text()
+        assert text.count(FIXTURE_GROUP) >= 5
+        (pack / "fixtures.yaml").write_text(text.replace(FIXTURE_GROUP, FIXTURE_GROUP + body))
+    elif what == "missing lists of every medical_history question":
+        named = ["20-vascular_test.yaml", "99-combined_test.yaml"]  # the files the doc names
+        for name in named:
+            text = (pack / name).read_text()
+            assert EVERY_MEDICAL_QUESTION in text, name
+            (pack / name).write_text(text.replace(EVERY_MEDICAL_QUESTION, EVERY_MEDICAL_QUESTION + body))
+        others = [p.name for p in pack.glob("*_test.yaml") if p.name not in named and EVERY_MEDICAL_QUESTION in p.read_text()]
+        assert others == [], "the doc names every file with such a list"
     elif what.startswith("new file "):
         (pack / what.removeprefix("new file ")).write_text(body)
     elif what == "version":
@@ -46,7 +59,7 @@ def apply(what: str, body: str, pack: Path) -> None:
         (pack / "pack.yaml").write_text(text.replace(old, body.strip()))
 
 
-def test_the_walkthrough_adds_a_fact_without_python_or_restart(tmp_path):
+def test_the_walkthrough_adds_a_fact_without_python_or_restart(tmp_path, new_app):
     repo = tmp_path / "repo"
     pack = repo / "rules" / "ketamine-screening"
     shutil.copytree(default_rules_path(), pack)
@@ -54,9 +67,8 @@ def test_the_walkthrough_adds_a_fact_without_python_or_restart(tmp_path):
     subprocess.run(GIT + ["-C", str(repo), "add", "."], check=True)
     subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", "pack"], check=True)
     # The service is already running on the pack.
-    app = create_app(Settings.from_env(rules_dir=pack, reload_interval=0, state_dir=tmp_path / "state",
-                                       database_url=f"sqlite:///{tmp_path / 'log.sqlite3'}"))
-    headers = {"Authorization": f"Bearer {create_key(app.extensions['store'].keys, 'doc', SCOPES).token}"}
+    app = new_app(rules_dir=pack)
+    headers = bearer(app)
     intake = json.loads((EXAMPLES / "eligible-iv.json").read_text())
     intake["medical_history"]["pheochromocytoma"] = True
     assert app.test_client().post("/v1/screenings", json=intake, headers=headers).status_code == 422
@@ -79,6 +91,10 @@ def test_the_walkthrough_adds_a_fact_without_python_or_restart(tmp_path):
             outputs[" ".join(argv[1:3])] = done.stdout + done.stderr
     doc = DOC.read_text()
     assert "untreated pheochromocytoma excludes" in doc and "untreated pheochromocytoma excludes" in outputs["rules diff"]
+    for claim in ("`eligible -> incomplete`", "`valid only under the\ncandidate`"):
+        assert claim in doc and claim.strip("`").replace("\n", " ") in outputs["rules diff"], claim
+    assert "92-pheochromocytoma_test.yaml: untreated pheochromocytoma excludes: valid only under the candidate" \
+        in outputs["rules diff"]
     claim = "additive: medical_history.pheochromocytoma: added\n(optional)"
     assert claim in doc and claim.replace("\n", " ") in outputs["rules diff"]
     assert "0 error(s), 0 warning(s)" in outputs["rules lint"]
@@ -92,4 +108,3 @@ def test_the_walkthrough_adds_a_fact_without_python_or_restart(tmp_path):
     response = app.test_client().post("/v1/screenings", json=intake, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert [r["rule_id"] for r in response.get_json()["reasons"]] == ["pheochromocytoma"]
-    app.extensions["store"].close()

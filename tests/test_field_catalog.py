@@ -14,11 +14,9 @@ from marshmallow import ValidationError
 
 from schemas.intake import SHIPPED, IntakeSchema
 from service.app import create_app
-from service.auth import SCOPES, create_key
-from service.config import Settings
 from service.policy.loader import read_pack
 from service.ruleset import default_rules_path, load_ruleset
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, app_settings, bearer
 
 PACK = default_rules_path()
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,13 +153,10 @@ def test_the_digest_covers_the_catalog(tmp_path):
 # --- a new fact, no Python, no restart --------------------------------------------------------
 
 @pytest.fixture
-def live(tmp_path):
+def live(tmp_path, new_app):
     pack_dir = copy_pack(tmp_path)
-    app = create_app(Settings.from_env(rules_dir=pack_dir, reload_interval=0, state_dir=tmp_path / "state",
-                                       database_url=f"sqlite:///{tmp_path / 'log.sqlite3'}"))
-    token = create_key(app.extensions["store"].keys, "t", SCOPES).token
-    yield app, pack_dir, {"Authorization": f"Bearer {token}"}
-    app.extensions["store"].close()
+    app = new_app(rules_dir=pack_dir)
+    return app, pack_dir, bearer(app)
 
 
 def test_a_new_field_is_a_catalog_edit_taken_on_reload(live):
@@ -227,8 +222,8 @@ def test_one_bad_edit_is_counted_once_across_workers_and_its_clearing_is_logged(
         return REGISTRY.get_sample_value("screening_ruleset_reload_failures_total") or 0.0
 
     pack_dir = copy_pack(tmp_path)
-    apps = [create_app(Settings.from_env(rules_dir=pack_dir, reload_interval=0, state_dir=tmp_path / "state",
-                                         database_url=f"sqlite:///{tmp_path / f'log{i}.sqlite3'}")) for i in range(2)]
+    apps = [create_app(app_settings(tmp_path / "state", rules_dir=pack_dir,
+                                    database_url=f"sqlite:///{tmp_path / f'log{i}.sqlite3'}")) for i in range(2)]
     before = failures()
     (pack_dir / "99-broken.yaml").write_text("rules: [ {id: broken")
     outcomes = [a.extensions["reloader"].reload() for a in apps]
