@@ -2,6 +2,7 @@
 contracts, lint and labels derive from it, and a new field is a catalog edit taken on reload."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -105,6 +106,38 @@ def test_cross_field_checks_are_data():
     assert SHIPPED.definition("vitals.diastolic_bp").spec["less_than"] == "vitals.systolic_bp"
 
 
+def test_contradicting_answers_are_refused_by_catalog_data_on_both_validation_paths(ruleset):
+    """Issue 12's contract checks are catalog data (empty_when_false), and the ruleset's fast
+    path refuses them with marshmallow's own messages."""
+    raw = json.loads((EXAMPLES / "eligible-iv.json").read_text())
+    raw["psychiatric_history"].update(prior_suicide_attempt=False, last_suicide_attempt="2026-10-01")
+    raw["prior_ketamine"] = {"previously_treated": False, "adverse_events": ["psychosis"]}
+    expected = {"psychiatric_history": {"last_suicide_attempt": ["must be null when prior_suicide_attempt is false"]},
+                "prior_ketamine": {"adverse_events": ["must be empty when previously_treated is false"]}}
+    for loader in (IntakeSchema(), ruleset.intake_loader):
+        with pytest.raises(ValidationError) as exc:
+            loader.load(raw)
+        assert exc.value.messages == expected
+    raw["psychiatric_history"]["last_suicide_attempt"] = None
+    raw["prior_ketamine"]["adverse_events"] = []
+    assert ruleset.intake_loader.load(raw) == IntakeSchema().load(raw)
+    assert SHIPPED.definition("prior_ketamine.adverse_events").spec["empty_when_false"] == "prior_ketamine.previously_treated"
+
+
+@pytest.mark.parametrize("target, fragment", [
+    ("psychiatric_history.suicidal_ideation", "must be a yes/no field in the same group"),
+    ("psychiatric_history.prior_suicide_attemp", "did you mean 'psychiatric_history.prior_suicide_attempt'?"),
+])
+def test_empty_when_false_must_name_a_yes_no_field_beside_it(target, fragment):
+    from schemas.catalog import CatalogError, parse
+
+    raw = copy.deepcopy(SHIPPED.raw)
+    raw["fields"]["psychiatric_history"]["fields"]["last_suicide_attempt"]["empty_when_false"] = target
+    with pytest.raises(CatalogError) as exc:
+        parse(raw)
+    assert any(fragment in message for _, message in exc.value.problems), exc.value.problems
+
+
 def test_every_fhir_reference_names_a_mapping_section():
     """The catalog names how FHIR answers a field by reference; the codes live in service/cdshooks."""
     mapping = yaml.safe_load((ROOT / "service" / "cdshooks" / "fhir_mapping.yaml").read_text())
@@ -174,6 +207,8 @@ def test_a_new_field_is_a_catalog_edit_taken_on_reload(live):
 
     screened = client.post("/v1/screenings", json=intake, headers=headers)
     assert screened.status_code == 200, screened.get_data(as_text=True)
+    # validated on the fast path built for the new ruleset (swapped with it), not the old one's
+    assert app.extensions["rulesets"].current.intake_loader.fast_loads >= 1
     body = screened.get_json()
     assert body["decision"] == "ineligible" and [r["rule_id"] for r in body["reasons"]] == ["pheochromocytoma"]
     # An intake system that does not send the new answer yet is asked for it, never taken as "no".
