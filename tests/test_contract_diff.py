@@ -48,6 +48,10 @@ def kinds(changes) -> set[tuple[str, str]]:
      (BREAKING, "patient.weight_kg"), "added as required"),
     (lambda f: f["vitals"]["fields"]["systolic_bp"].update(max=320), (ADDITIVE, "vitals.systolic_bp"), "max widened"),
     (lambda f: f["vitals"]["fields"]["heart_rate"].update(label="Pulse"), (WORDING, "vitals.heart_rate"), "label"),
+    (lambda f: f["prior_ketamine"]["fields"]["adverse_events"].pop("empty_when_false"),
+     (ADDITIVE, "prior_ketamine.adverse_events"), "no longer refused"),
+    (lambda f: f["allergies"]["fields"]["esketamine"].update(empty_when_false="allergies.ketamine"),
+     (BREAKING, "allergies.esketamine"), "must be empty when allergies.ketamine is false"),
 ])
 def test_catalog_changes_are_classified_for_integrators(change, expected, fragment):
     changes = classify(SHIPPED, edited(change))

@@ -112,6 +112,10 @@ def _compare(path: str, a: FieldDef, b: FieldDef) -> list[ContractChange]:
     if sa.get("less_than") != sb.get("less_than"):
         change(BREAKING if sb.get("less_than") else ADDITIVE,
                f"must be lower than {sb['less_than']}" if sb.get("less_than") else "no longer compared with another field")
+    if sa.get("empty_when_false") != sb.get("empty_when_false"):
+        change(BREAKING if sb.get("empty_when_false") else ADDITIVE,
+               f"must be empty when {sb['empty_when_false']} is false" if sb.get("empty_when_false")
+               else "no longer refused when another answer is false")
     if sa.get("future") != sb.get("future"):
         change(ADDITIVE if sb.get("future") == "allowed" else BREAKING,
                "future dates accepted" if sb.get("future") == "allowed" else "future dates refused")
