@@ -17,3 +17,10 @@ class FullMatch(validate.Regexp):
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
+
+
+# The identifiers every channel checks, defined once: an intake's subject reference (1-64
+# characters; schemas.intake), and a decision id (a UUID when this service makes it; the log,
+# the API and the pages accept the same characters so that whatever was stored can be found).
+SUBJECT_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
+DECISION_ID = r"[A-Za-z0-9._:-]{1,64}"

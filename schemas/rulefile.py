@@ -63,7 +63,7 @@ class TestDefaultsSchema(_Strict):
     as_of = fields.AwareDateTime(format="iso")
 
 
-CITATION_CODE = validate.Regexp(r"^[A-Z][A-Z0-9_-]{0,31}$", error="must be an upper-case code such as SPR")
+CITATION_CODE = FullMatch(r"^[A-Z][A-Z0-9_-]{0,31}$", error="must be an upper-case code such as SPR")
 SOURCE_KINDS = ("label", "guideline", "consensus", "trial", "programme")
 
 

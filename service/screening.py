@@ -64,8 +64,17 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
     explanation: list[dict] | None = [] if explain else None
 
     explained: dict[str, dict] = {}
+    if explain:
+        visited = ruleset.evaluation_order
+    else:
+        # Only the rules that can add something: a rule that did not fire, reads nothing this
+        # intake lacks, requires nothing and uses no finding is "not fired" and says nothing, so
+        # a screening costs what fires and what is missing, not the size of the pack.
+        rank = ruleset.evaluation_rank
+        ids = fired | suspects | ruleset.always_visited
+        visited = [pack.rules[order[i]] for i in sorted(ids, key=rank.__getitem__)]
     # Finding rules first, so that a rule using a finding sees its evidence or its missing data.
-    for rule in ruleset.evaluation_order:
+    for rule in visited:
         applicable = rule.applies(route, indication)
         if not applicable:
             if explain:

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from marshmallow import ValidationError
 
-from schemas.intake import IntakeSchema
 from service.batch import BatchError, run_batch
 from service.cli import main
-from service.fastload import FastLoader
 from service.ruleset import default_rules_path
 from service.screening import screen
 from tests.conftest import AS_OF, example, validated
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+from schemas.intake import IntakeSchema
+from service.fastload import FastLoader
 from tests.strategies import intakes as intake_strategy
 
 EXAMPLES = ("eligible-iv", "ineligible-several", "incomplete-no-vitals", "review-substance-history")
@@ -190,6 +190,7 @@ def test_the_output_may_not_be_the_input(tmp_path):
 
 
 # --- the fast validation path (service/fastload.py) agrees with the marshmallow contract --------
+
 
 _SCHEMA = IntakeSchema()
 _FAST = FastLoader(IntakeSchema())

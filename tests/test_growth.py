@@ -7,17 +7,17 @@ written as YAML and read through the real loader and lint.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from bench.packs import AS_OF, intakes, write_pack
 from schemas.intake import IntakeSchema
 from service.engine import compile_rules
 from service.engine.durable import SHARD_CONDITIONS
-from service.engine.index import Guard, GuardIndex, guard_of
 from service.policy import conditions as C
 from service.ruleset import Ruleset, load_ruleset
 from service.screening import screen
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from service.engine.index import Guard, GuardIndex, guard_of
 from tests.strategies import intakes as intake_strategy
 
 

@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import cross_origin
 from marshmallow import ValidationError
 
+from schemas.cdshooks import FEEDBACK_OUTCOMES
 from schemas.errors import dotted, flatten_messages
 from service.cdshooks.cards import decision_card, unscreenable_card
 from service.cdshooks.discovery import SERVICES, discovery_document
@@ -38,7 +39,6 @@ bp = Blueprint("cds_hooks", __name__)
 log = logging.getLogger("service.cdshooks")
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cds-hooks"'}
-_FEEDBACK_OUTCOMES = ("accepted", "overridden")
 FEEDBACK_KEPT = 1000
 
 
@@ -227,7 +227,7 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
     errors = []
     if not isinstance(item.get("card"), str) or not item["card"]:
         errors.append({"path": f"{path}.card", "message": "the card's uuid is required"})
-    if item.get("outcome") not in _FEEDBACK_OUTCOMES:
+    if item.get("outcome") not in FEEDBACK_OUTCOMES:
         errors.append({"path": f"{path}.outcome", "message": "must be 'accepted' or 'overridden'"})
     stamp = item.get("outcomeTimestamp")
     try:

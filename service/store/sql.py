@@ -36,11 +36,12 @@ from service.store.signin_failures import SigninFailureStore
 from service.store.web_sessions import WebSessionStore
 from service.store.ratelimits import RateLimitStore
 from service.store.models import cds_feedback, cds_jti, decisions, reviews
+from schemas.patterns import DECISION_ID
 from service import signoff
 
 
 # What a decision id can look like (screen() issues UUIDs); anything else is not in the log.
-_DECISION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_DECISION_ID = re.compile(DECISION_ID)
 # How long a request waits for a connection or a lock before the caller gets 503.
 CONNECT_TIMEOUT_S = 5
 
@@ -95,7 +96,7 @@ def encode_cursor(seq: int) -> str:
 
 # A cursor this service issues is ~40 characters; seq is a 64-bit column on PostgreSQL.
 _MAX_CURSOR_CHARS = 100
-_MAX_SEQ = 2**63 - 1
+_MAX_SEQ = 9_223_372_036_854_775_807  # the largest BIGINT (PostgreSQL's seq column)
 
 
 def decode_cursor(cursor: str) -> int:
@@ -399,7 +400,6 @@ def _review_status_condition(status: str):
     return and_(required.is_(True), latest.in_(outcomes))
 
 
-_MAX_SEQ = 2**63 - 1
 
 
 def encode_queue_cursor(urgent: bool, seq: int) -> str:

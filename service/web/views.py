@@ -14,6 +14,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, NotFound
 
+from schemas.patterns import DECISION_ID, SUBJECT_ID
 from schemas.rulefile import DECISIONS
 from service import reviewing, signoff
 from service.errors import RETRY_AFTER_S
@@ -30,8 +31,8 @@ bp = Blueprint("web", __name__)
 
 PUBLIC_ENDPOINTS = {"web.login"}
 QUEUE_PAGE_SIZE = 25
-_SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_DECISION_ID_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+_SUBJECT_RE = re.compile(SUBJECT_ID)
+_DECISION_ID_RE = re.compile(DECISION_ID)
 
 
 def _users() -> UserDirectory:
