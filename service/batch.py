@@ -118,7 +118,17 @@ class LineScreener:
         else:
             record = {"line": number, "decision": screen(intake, self.ruleset, as_of=self.as_of).to_dict()}
         summary.count(record)
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return json_line(record)
+
+
+# Characters that JSON leaves raw but that many line readers (Python's str.splitlines, JavaScript)
+# take for a line break: escaped, so one record is always one line of the output.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(record: dict) -> str:
+    """One output record: compact JSON, Unicode kept, nothing a reader could split, then \\n."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS) + "\n"
 
 
 _worker: LineScreener | None = None

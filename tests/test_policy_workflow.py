@@ -228,10 +228,14 @@ def test_reload_refuses_a_candidate_whose_rule_tests_fail(live):
     assert _digest(app) == before
 
 
-def test_reload_abandons_a_compile_that_does_not_finish(live):
+def test_reload_abandons_a_compile_that_does_not_finish(live, monkeypatch):
+    from service import reload as reload_module
+
     app, pack_dir = live
     reloader = app.extensions["reloader"]
     reloader.compile_timeout = 0.001
+    # No per-rule allowance either: with it (10 ms a rule) a child that starts fast could finish.
+    monkeypatch.setattr(reload_module, "COMPILE_SECONDS_PER_RULE", 0)
     _lower_threshold(pack_dir)
     outcome = reloader.reload()
     assert outcome.status == "refused"
