@@ -514,10 +514,16 @@ def _schema_class(component: str, defs: dict[str, FieldDef]) -> type[Schema]:
 # --- files ------------------------------------------------------------------------------------
 
 def load(path: Path | str) -> Catalog:
-    """A catalog file; raises CatalogError (with key paths) or yamlsrc.SourceError."""
-    from service.policy import yamlsrc  # the position-keeping reader rule files use
+    """A catalog file; raises CatalogError (with key paths), or ValueError/OSError when the file
+    cannot be read. Positions are not kept: the pack loader reads the file again, with them, to
+    report problems by line (this is the fast path for the installation's own catalog)."""
+    import yaml
 
-    data, _positions = yamlsrc.load(Path(path))
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"),  # nosec B506 - a safe loader
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
     catalog = parse(data)
     catalog.source = str(path)
     return catalog

@@ -36,6 +36,12 @@ def field_label(name: str, path: str | None = None) -> str:
     return definition.label if definition is not None else humanize(name)
 
 
+def question(path: str) -> str | None:
+    """The question a clinician asks to fill in a missing field (from the catalog), if any."""
+    definition = catalog().definition(path)
+    return definition.question if definition is not None else None
+
+
 def _unit(path: str) -> str | None:
     definition = catalog().definition(path)
     return definition.unit if definition is not None else None
