@@ -41,8 +41,9 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 MAX_RECORDS = 100
 # What each key means is in fields.yaml's header; which keys each type takes:
 _COMMON = ("type", "required", "label", "question", "help", "description", "fhir", "empty_when_false")
+AGREES_KEYS = ("field", "true_when")
 _KEYS = {
-    "boolean": _COMMON,
+    "boolean": _COMMON + ("agrees_with",),
     "integer": _COMMON + ("min", "max", "unit", "less_than"),
     "text": _COMMON + ("max_length", "pattern", "pattern_error"),
     "choice": _COMMON + ("values", "value_labels"),
@@ -199,6 +200,8 @@ def _parse_field(name: str, spec: Any, path: str, at: tuple, problems: list, ite
     want("max_items", lambda v: is_int(v) and v >= 1, "`max_items` is a whole number, 1 or more")
     want("less_than", is_text, "`less_than` names another field by its path")
     want("empty_when_false", is_text, "`empty_when_false` names a yes/no field by its path")
+    want("agrees_with", lambda v: isinstance(v, dict) and set(v) == set(AGREES_KEYS) and is_text(v["field"])
+         and is_text(v["true_when"]), "`agrees_with` is {field: <path of a choice>, true_when: <one of its values>}")
     want("future", lambda v: v == "allowed", "`future: allowed` is the only setting (dates in the future are refused otherwise)")
     if kind == "integer" and is_int(spec.get("min")) and is_int(spec.get("max")) and spec["min"] > spec["max"]:
         problems.append((at + ("min",), f"min {spec['min']} is above max {spec['max']}"))
@@ -260,6 +263,20 @@ def _check_cross_fields(catalog: "Catalog", problems: list) -> None:
                 problems.append((where, f"less_than names '{other}', which is not a field{_did_you_mean(other, catalog.flat)}"))
             elif target.kind not in ("int",) or other.rpartition(".")[0] != parent:
                 problems.append((where, f"less_than names '{other}': it must be a number in the same group as '{path}'"))
+        agrees = definition.spec.get("agrees_with")
+        if isinstance(agrees, dict):
+            where = catalog.where(path) + ("agrees_with",)
+            other, value = agrees.get("field"), agrees.get("true_when")
+            target = catalog.flat.get(other)
+            if target is None:
+                problems.append((where + ("field",), f"agrees_with names '{other}', which is not a field"
+                                 f"{_did_you_mean(str(other), catalog.flat)}"))
+            elif target.kind != "str" or not target.choices or other.rpartition(".")[0] != parent:
+                problems.append((where + ("field",), f"agrees_with names '{other}': it must be a choice in the same "
+                                 f"group as '{path}'"))
+            elif value not in target.choices:
+                problems.append((where + ("true_when",), f"'{value}' is not a value of '{other}'"
+                                 f"{_did_you_mean(str(value), target.choices)}"))
         other = definition.spec.get("empty_when_false")
         if other is not None:
             where = catalog.where(path) + ("empty_when_false",)
@@ -500,6 +517,18 @@ def _schema_class(component: str, defs: dict[str, FieldDef]) -> type[Schema]:
     # never treated with it: contradictions the contract refuses rather than a risk to guess.
     answered_no = [(name, d.spec["empty_when_false"].rpartition(".")[2], d.type == "list")
                    for name, d in defs.items() if d.spec.get("empty_when_false")]
+    # An older yes/no answer and the graded answer that replaced it (severe hepatic impairment and
+    # the Child-Pugh grade) must agree when both are given.
+    agreeing = [(name, d.spec["agrees_with"]["field"].rpartition(".")[2], d.spec["agrees_with"]["true_when"])
+                for name, d in defs.items() if d.spec.get("agrees_with")]
+    if agreeing:
+        def _agrees_with(self, data, **_):
+            for name, other, value in agreeing:
+                flag, answer = data.get(name), data.get(other)
+                if flag is not None and answer is not None and flag != (answer == value):
+                    raise ValidationError(f"must agree with {other} (true exactly when it is {value})",
+                                          field_name=name)
+        attrs["_agrees_with"] = validates_schema(_agrees_with)
     if answered_no:
         def _empty_when_false(self, data, **_):
             for name, flag, is_list in answered_no:

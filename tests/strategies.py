@@ -145,7 +145,8 @@ def schema_values(schema: Schema, prefix: str = "", complete: bool = False) -> s
 
 def _consistent(obj: dict) -> dict:
     """The cross-field rules of the contract: diastolic below systolic; no date of a last suicide
-    attempt with "never attempted"; no adverse events on ketamine with "never treated"."""
+    attempt with "never attempted"; no adverse events on ketamine with "never treated"; the
+    yes/no severe hepatic impairment agrees with the Child-Pugh grade."""
     sbp, dbp = obj.get("systolic_bp"), obj.get("diastolic_bp")
     if isinstance(sbp, int) and isinstance(dbp, int) and dbp >= sbp:
         obj["diastolic_bp"] = sbp - 1  # systolic >= 50, so this stays within 20..200
@@ -153,6 +154,8 @@ def _consistent(obj: dict) -> dict:
         obj["last_suicide_attempt"] = None
     if obj.get("previously_treated") is False and obj.get("adverse_events"):
         obj["adverse_events"] = []
+    if obj.get("severe_hepatic_impairment") is not None and obj.get("hepatic_impairment") is not None:
+        obj["severe_hepatic_impairment"] = obj["hepatic_impairment"] == "severe"
     return obj
 
 

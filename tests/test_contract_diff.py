@@ -52,6 +52,10 @@ def kinds(changes) -> set[tuple[str, str]]:
      (ADDITIVE, "prior_ketamine.adverse_events"), "no longer refused"),
     (lambda f: f["allergies"]["fields"]["esketamine"].update(empty_when_false="allergies.ketamine"),
      (BREAKING, "allergies.esketamine"), "must be empty when allergies.ketamine is false"),
+    (lambda f: f["medical_history"]["fields"]["severe_hepatic_impairment"].pop("agrees_with"),
+     (ADDITIVE, "medical_history.severe_hepatic_impairment"), "no longer compared"),
+    (lambda f: f["medical_history"]["fields"]["severe_hepatic_impairment"]["agrees_with"].update(true_when="moderate"),
+     (BREAKING, "medical_history.severe_hepatic_impairment"), "true exactly when it is moderate"),
 ])
 def test_catalog_changes_are_classified_for_integrators(change, expected, fragment):
     changes = classify(SHIPPED, edited(change))

@@ -122,6 +122,29 @@ def test_contradicting_answers_are_refused_by_catalog_data_on_both_validation_pa
     raw["prior_ketamine"]["adverse_events"] = []
     assert ruleset.intake_loader.load(raw) == IntakeSchema().load(raw)
     assert SHIPPED.definition("prior_ketamine.adverse_events").spec["empty_when_false"] == "prior_ketamine.previously_treated"
+    raw["medical_history"].update(severe_hepatic_impairment=True, hepatic_impairment="moderate")
+    for loader in (IntakeSchema(), ruleset.intake_loader):
+        with pytest.raises(ValidationError) as exc:
+            loader.load(raw)
+        assert exc.value.messages == {"medical_history": {"severe_hepatic_impairment": [
+            "must agree with hepatic_impairment (true exactly when it is severe)"]}}
+    raw["medical_history"]["hepatic_impairment"] = "severe"
+    assert ruleset.intake_loader.load(raw) == IntakeSchema().load(raw)
+
+
+@pytest.mark.parametrize("agrees, fragment", [
+    ({"field": "medical_history.recent_cardiac_event", "true_when": "severe"}, "must be a choice in the same group"),
+    ({"field": "medical_history.hepatic_impairment", "true_when": "sever"}, "did you mean 'severe'?"),
+    ({"field": "medical_history.hepatic_impairment"}, "`agrees_with` is {field:"),
+])
+def test_agrees_with_must_name_a_choice_beside_it_and_one_of_its_values(agrees, fragment):
+    from schemas.catalog import CatalogError, parse
+
+    raw = copy.deepcopy(SHIPPED.raw)
+    raw["fields"]["medical_history"]["fields"]["severe_hepatic_impairment"]["agrees_with"] = agrees
+    with pytest.raises(CatalogError) as exc:
+        parse(raw)
+    assert any(fragment in message for _, message in exc.value.problems), exc.value.problems
 
 
 @pytest.mark.parametrize("target, fragment", [

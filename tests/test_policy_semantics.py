@@ -115,6 +115,11 @@ def test_contradicting_answers_are_refused_by_the_contract_not_guessed():
     assert "adverse_events" in exc.value.messages["prior_ketamine"]
     raw["prior_ketamine"]["adverse_events"] = []
     IntakeSchema().load(raw)
+    raw = example("eligible-iv")
+    raw["medical_history"]["severe_hepatic_impairment"] = True  # with a Child-Pugh grade of "none"
+    with pytest.raises(ValidationError) as exc:
+        IntakeSchema().load(raw)
+    assert "severe_hepatic_impairment" in exc.value.messages["medical_history"]
 
 
 # --- messages that render -----------------------------------------------------------------------

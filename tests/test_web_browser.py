@@ -213,12 +213,12 @@ def test_physician_reads_and_confirms_an_exclusion(live_pages, new_page):
         card = reasons.nth(i)
         assert card.get_by_role("heading", name=reason["title"]).is_visible()
         assert card.get_by_text(reason["message"], exact=True).is_visible()
-        text = card.inner_text()
-        for source in reason["sources"]:  # each source spelled out, software defaults marked
-            if source["kind"] == "software default":
-                assert "Software default" in text
-            else:
-                assert (source.get("reference") or source["text"]) in text
+        # Each source spelled out: the reference, linked, and the section it rests on.
+        for source in reason["sources"]:
+            if source["kind"] != "software default":
+                assert card.get_by_role("link", name=source["reference"]).first.is_visible()
+            if source["section"]:
+                assert source["section"] in card.inner_text()
         evidence = card.locator("table.evidence")
         for path, value in reason["evidence"].items():
             cell = evidence.locator("tr", has=page.locator(f"code:text-is('{path}')")).locator("td")

@@ -116,6 +116,11 @@ def _compare(path: str, a: FieldDef, b: FieldDef) -> list[ContractChange]:
         change(BREAKING if sb.get("empty_when_false") else ADDITIVE,
                f"must be empty when {sb['empty_when_false']} is false" if sb.get("empty_when_false")
                else "no longer refused when another answer is false")
+    if sa.get("agrees_with") != sb.get("agrees_with"):
+        agrees = sb.get("agrees_with")
+        change(BREAKING if agrees else ADDITIVE,
+               f"must agree with {agrees['field']} (true exactly when it is {agrees['true_when']})" if agrees
+               else "no longer compared with another answer")
     if sa.get("future") != sb.get("future"):
         change(ADDITIVE if sb.get("future") == "allowed" else BREAKING,
                "future dates accepted" if sb.get("future") == "allowed" else "future dates refused")
