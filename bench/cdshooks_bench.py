@@ -1,7 +1,7 @@
 """Latency of one CDS Hooks call with full prefetch, in-process, against the spec's ~500 ms budget.
 
 Run: python -m bench.cdshooks_bench [calls]. Each call is what an EHR's order-sign call costs
-this service: JWT verification (ES384), parsing the prefetch with fhir.resources, the mapping,
+this service: JWT verification (ES384), reading the prefetch (tolerant FHIR JSON), the mapping,
 ``screen()`` and the write to the decision log (SQLite in a temporary directory). A direct
 ``screen()`` of the equivalent intake is timed alongside, so the report shows what the CDS
 layer adds as a ratio, not only an absolute number on a shared machine.

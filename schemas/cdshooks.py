@@ -1,7 +1,7 @@
 """The CDS Hooks 2.0 wire shapes this service speaks (cds-hooks.hl7.org, STU2), for the OpenAPI
 description. service/cdshooks checks requests itself (with the spec's error paths); these
-schemas describe the same shapes to integrators. FHIR resources stay opaque objects here:
-they are FHIR R4, validated by fhir.resources when read.
+schemas describe the same shapes to integrators. FHIR resources stay opaque objects here: the
+service reads only the elements a screening needs, tolerating R4 / R4B / STU3 shapes.
 """
 from __future__ import annotations
 
@@ -109,8 +109,10 @@ class FeedbackItemSchema(OpenSchema):
     card = fields.String(required=True, metadata={"description": "The card's uuid."})
     outcome = fields.String(required=True, validate=validate.OneOf(FEEDBACK_OUTCOMES))
     overrideReason = fields.Nested(OverrideReasonSchema)
-    acceptedSuggestions = fields.List(fields.Nested(AcceptedSuggestionSchema))
-    outcomeTimestamp = fields.String(required=True, metadata={"example": "2026-11-24T10:00:00Z"})
+    acceptedSuggestions = fields.List(fields.Nested(AcceptedSuggestionSchema), metadata={
+        "description": "Required when the outcome is 'accepted'; only then."})
+    outcomeTimestamp = fields.String(required=True, metadata={
+        "example": "2026-11-24T10:00:00Z", "description": "In UTC (Z or +00:00), as the spec requires."})
 
 
 class FeedbackRequestSchema(OpenSchema):
@@ -119,5 +121,5 @@ class FeedbackRequestSchema(OpenSchema):
 
 class FeedbackRecordedSchema(Schema):
     recorded = fields.Integer(required=True)
-    unknown_cards = fields.List(fields.String(), required=True,
-                                metadata={"description": "Card uuids no decision in the log has."})
+    unknown_cards = fields.List(fields.String(), metadata={
+        "description": "Card uuids no decision issued to this client has (absent when there are none)."})

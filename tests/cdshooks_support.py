@@ -268,12 +268,16 @@ def situation(name: str) -> tuple[dict, dict]:
         raise KeyError(name)
     prefetch = {
         "patient": patient(42, "female"),
-        "bloodPressure": searchset(*observations),
+        "bloodPressure": searchset(*[o for o in observations if o["code"]["coding"][0]["code"] == "85354-9"]),
+        "heartRate": searchset(*[o for o in observations if o["code"]["coding"][0]["code"] == "8867-4"]),
         "conditions": searchset(*conditions),
         "medicationStatements": searchset(medication_statement("ms-1", "312940", "sertraline 50 MG Oral Tablet")),
         "medicationRequests": None,
         "allergies": None,
-        "reproductiveStatus": searchset(pregnancy_status(False, taken)),
+        "systolicBP": searchset(),
+        "diastolicBP": searchset(),
+        "pregnancyStatus": searchset(pregnancy_status(False, taken)),
+        "breastfeedingStatus": searchset(),
         "intakeQuestionnaire": searchset(questionnaire_response(qr_answers, taken)),
     }
     return prefetch, intake

@@ -5,30 +5,40 @@ import datetime as dt
 
 import pytest
 
-from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
-from fhir.resources.R4B.condition import Condition
-from fhir.resources.R4B.medicationrequest import MedicationRequest
-from fhir.resources.R4B.medicationstatement import MedicationStatement
-from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from schemas.intake import IntakeSchema
-from service.cdshooks.mapping import (MAPPING_PATH, FhirRecord, default_mapping, find_ketamine_orders, load_mapping,
-                                      map_to_intake)
+from service.cdshooks.fhirjson import Node
+from service.cdshooks.mapping import (
+    MAPPING_PATH,
+    FhirRecord,
+    default_mapping,
+    find_ketamine_orders,
+    load_mapping,
+    map_to_intake,
+)
 from service.decision import jsonable
-from tests.cdshooks_support import (ICD, RXN, SCT, condition, ketamine_order, medication_statement, now,
-                                    questionnaire_response)
+from tests.cdshooks_support import (
+    ICD,
+    RXN,
+    SCT,
+    condition,
+    ketamine_order,
+    medication_statement,
+    now,
+    questionnaire_response,
+)
 
 M = default_mapping()
 AS_OF = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def _intake(conditions=(), meds=(), allergies=(), qr=None, order=None) -> dict:
-    order = MedicationRequest.model_validate(order or ketamine_order())
+    order = Node(order or ketamine_order())
     [draft] = find_ketamine_orders([order], M)
     record = FhirRecord(
-        conditions=[Condition.model_validate(c) for c in conditions],
-        medications=[MedicationStatement.model_validate(m) for m in meds],
-        allergies=[AllergyIntolerance.model_validate(a) for a in allergies],
-        questionnaire_responses=[QuestionnaireResponse.model_validate(qr)] if qr else [],
+        conditions=[Node(c) for c in conditions],
+        medications=[Node(m) for m in meds],
+        allergies=[Node(a) for a in allergies],
+        questionnaire_responses=[Node(qr)] if qr else [],
     )
     mapped = map_to_intake(record, draft, M, as_of=AS_OF, subject_id="cds-x")
     IntakeSchema().load(jsonable(mapped.raw))  # every mapping result is a valid intake
@@ -117,9 +127,9 @@ def test_medication_classes_by_rxnorm_atc_and_name():
 
 
 def test_other_draft_orders_count_as_medications():
-    mr = MedicationRequest.model_validate({**medication_statement("d2", "596", "alprazolam 0.5 MG"),
+    mr = Node({**medication_statement("d2", "596", "alprazolam 0.5 MG"),
                                            "resourceType": "MedicationRequest", "status": "draft", "intent": "order"})
-    order = MedicationRequest.model_validate(ketamine_order())
+    order = Node(ketamine_order())
     [draft] = find_ketamine_orders([order, mr], M)
     record = FhirRecord(conditions=[], medications=[], allergies=[], other_draft_orders=[mr])
     raw = map_to_intake(record, draft, M, as_of=AS_OF, subject_id="cds-x").raw
@@ -135,10 +145,20 @@ def test_ketamine_allergy_by_code_and_esketamine_by_text():
     assert _intake(allergies=[allergy])["allergies"] == {"ketamine": False, "esketamine": True}
 
 
+def test_an_allergy_coded_without_a_name_leaves_both_allergy_answers_unknown():
+    """Every ketamine and esketamine product's RxNorm name carries the ingredient's name; a bare
+    code the table does not list could be either drug, so the list's silence proves nothing."""
+    allergy = {"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/p"},
+               "code": {"coding": [{"system": RXN, "code": "2201621"}]}}
+    assert "allergies" not in _intake(allergies=[allergy])
+    allergy["code"]["coding"][0]["display"] = "penicillin V"      # named, and not either drug
+    assert _intake(allergies=[allergy])["allergies"] == {"ketamine": False, "esketamine": False}
+
+
 def test_order_identification_and_route():
-    esk = MedicationRequest.model_validate(ketamine_order(drug="esketamine"))
-    ket = MedicationRequest.model_validate(ketamine_order())
-    text_only = MedicationRequest.model_validate({"resourceType": "MedicationRequest", "id": "t", "status": "draft",
+    esk = Node(ketamine_order(drug="esketamine"))
+    ket = Node(ketamine_order())
+    text_only = Node({"resourceType": "MedicationRequest", "id": "t", "status": "draft",
                                                   "intent": "order", "subject": {"reference": "Patient/p"},
                                                   "medicationCodeableConcept": {"text": "Ketamine HCl 50 mg/mL injection"}})
     found = find_ketamine_orders([esk, ket, text_only], M)
@@ -162,7 +182,7 @@ def test_the_table_is_data_a_policy_editor_can_extend(tmp_path):
     path.write_text(extended)
     mapping = load_mapping(path)
     [(name, codes, active, _)] = [c for c in mapping.conditions if c[0] == "psychotic disorder"]
-    concept = Condition.model_validate(condition("c", ICD, "X99.1", "local code")).code
+    concept = Node(condition("c", ICD, "X99.1", "local code")).code
     assert codes.matches(concept) and active == {"psychiatric_history.psychosis": "active"}
 
 

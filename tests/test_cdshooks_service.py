@@ -9,11 +9,21 @@ import uuid
 import pytest
 
 from schemas.intake import IntakeSchema
-from service.cdshooks.cards import EXTENSION_KEY
+from service.cdshooks.cards import EXTENSION_KEY, prune_empty
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
-from tests.cdshooks_support import (ICD, amoxicillin_order, condition, hook_request, ketamine_order, nutrition_order,
-                                    questionnaire_response, searchset, situation, now)
+from tests.cdshooks_support import (
+    ICD,
+    amoxicillin_order,
+    condition,
+    hook_request,
+    ketamine_order,
+    now,
+    nutrition_order,
+    questionnaire_response,
+    searchset,
+    situation,
+)
 
 SIGN = "/cds-services/ketamine-screening-sign"
 SELECT = "/cds-services/ketamine-screening-select"
@@ -50,13 +60,14 @@ def test_discovery_lists_both_hooks_with_valid_prefetch_templates(cds):
     assert services["ketamine-screening-sign"]["hook"] == "order-sign"
     for s in services.values():
         assert s["title"] and s["description"]
-        assert set(s["prefetch"]) >= {"patient", "bloodPressure", "conditions", "medicationStatements",
-                                      "medicationRequests", "allergies", "reproductiveStatus", "intakeQuestionnaire"}
+        assert set(s["prefetch"]) >= {"patient", "bloodPressure", "systolicBP", "diastolicBP", "conditions",
+                                      "medicationStatements", "medicationRequests", "allergies", "pregnancyStatus",
+                                      "intakeQuestionnaire"}
         for template in s["prefetch"].values():
             # only tokens the spec allows, and every {{ is one of them
             assert template.count("{{") == len(_TOKEN.findall(template))
     assert "85354-9" in PREFETCH["bloodPressure"] and "_sort=-date" in PREFETCH["bloodPressure"]
-    assert "82810-3" in PREFETCH["reproductiveStatus"]
+    assert "82810-3" in PREFETCH["pregnancyStatus"]
 
 
 def test_discovery_answers_cors_preflight_without_a_token(cds):
@@ -102,12 +113,27 @@ def test_unknown_service_is_404(cds):
     assert cds.post("/cds-services/nope", hook_request("order-sign", [], None)).status_code == 404
 
 
-def test_malformed_fhir_names_the_path(cds):
+def test_malformed_prefetch_is_a_warning_and_the_reading_is_not_used(cds):
+    """A malformed resource in prefetch does not refuse the call: what it would have said is not
+    used (here: the blood pressure, so the decision is incomplete), and the card says why."""
     prefetch, _ = situation("clean")
     prefetch["bloodPressure"]["entry"][0]["resource"]["status"] = 42
+    prefetch["conditions"]["entry"].append({"resource": "not a resource"})
     r = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch))
+    assert r.status_code == 200
+    [card] = r.get_json()["cards"]
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "vitals.systolic_bp" in decision["missing"]
+    assert "prefetch.conditions.entry[1] holds no FHIR resource" in card["detail"]
+
+
+def test_an_unreadable_ketamine_order_is_the_only_fhir_error_and_names_its_path(cds):
+    prefetch, _ = situation("clean")
+    order = ketamine_order()
+    order["subject"] = {"reference": "Patient/someone-else"}
+    r = cds.post(SIGN, hook_request("order-sign", [amoxicillin_order(), order], prefetch))
     assert r.status_code == 400
-    assert r.get_json()["error"]["errors"][0]["path"].startswith("prefetch.bloodPressure")
+    assert r.get_json()["error"]["errors"][0]["path"] == "context.draftOrders.entry.1.resource.subject.reference"
 
 
 # --- same decision as the intake JSON ---------------------------------------------------------
@@ -117,7 +143,7 @@ def _decision_of(card: dict) -> dict:
 
 
 @pytest.mark.parametrize("name,expected,indicator", [
-    ("clean", "eligible", "info"),
+    ("clean", "eligible", "warning"),   # eligible, with the diagnoses assumed absent to confirm
     ("hypertensive", "ineligible", "critical"),
     ("psychosis", "ineligible", "critical"),
     ("substance_use", "eligible", "warning"),
@@ -132,9 +158,9 @@ def test_situation_gets_the_same_decision_as_the_intake_json(cds, cds_app, name,
     got = _decision_of(card)
 
     intake_json = {"subject_id": got["subject_id"], **intake_json}
-    direct = screen(IntakeSchema().load(intake_json), cds_app.extensions["rulesets"].current).to_dict()
+    direct = prune_empty(screen(IntakeSchema().load(intake_json), cds_app.extensions["rulesets"].current).to_dict())
     for key in ("decision", "physician_review_required", "urgent", "missing", "reasons", "findings", "ruleset"):
-        assert got[key] == direct[key], key
+        assert got.get(key) == direct.get(key), key
     assert got["decision"] == expected
     assert card["indicator"] == indicator
     # the intake stored in the decision log is the equivalent intake
@@ -231,7 +257,7 @@ def test_feedback_is_recorded_against_the_cards_decision(cds, cds_app):
                               "outcomeTimestamp": "2026-11-24T10:05:31Z"}]}
     r = cds.post(SIGN + "/feedback", feedback)
     assert r.status_code == 200
-    assert r.get_json() == {"recorded": 1, "unknown_cards": []}
+    assert r.get_json() == {"recorded": 1}
     kept = cds_app.extensions["store"].feedback_for(card["uuid"])  # in the decision log, beside the decision
     assert len(kept) == 1 and kept[0]["decision_found"] is True and kept[0]["override_reason"]["code"] == reason["code"]
     assert kept[0]["client"].startswith("cds-hooks:") and kept[0]["outcome"] == "overridden"
@@ -246,7 +272,8 @@ def test_feedback_shapes_are_checked(cds):
 
 def test_feedback_for_an_unknown_card_is_accepted_and_reported(cds):
     r = cds.post(SIGN + "/feedback", {"feedback": [{"card": str(uuid.uuid4()), "outcome": "accepted",
-                                                    "acceptedSuggestions": [], "outcomeTimestamp": "2026-11-24T10:05:31Z"}]})
+                                                    "acceptedSuggestions": [{"id": "s-1"}],
+                                                    "outcomeTimestamp": "2026-11-24T10:05:31Z"}]})
     assert r.status_code == 200 and len(r.get_json()["unknown_cards"]) == 1
 
 
@@ -260,7 +287,7 @@ def test_prefetch_larger_than_an_intake_body_is_accepted(cds):
     import json as _json
     assert len(_json.dumps(body)) > 256 * 1024
     r = cds.post(SIGN, body)
-    assert r.status_code == 200 and r.get_json()["cards"][0]["indicator"] == "info"
+    assert r.status_code == 200 and r.get_json()["cards"][0]["extension"][EXTENSION_KEY]["decision"] == "eligible"
 
 
 def test_list_evidence_names_the_record_of_each_item(cds):

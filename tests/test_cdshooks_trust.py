@@ -181,7 +181,9 @@ def test_what_the_fhir_server_answers_is_never_echoed(cds):
 def test_feedback_on_unknown_cards_takes_bounded_memory(cds, cds_app):
     kept = cds_app.extensions["cds_hooks"].feedback
     for _ in range(3):
-        items = [{"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:05:31Z"}
+        # CDS Hooks 2.0: an accepted outcome names the suggestions accepted
+        items = [{"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:05:31Z",
+                  "acceptedSuggestions": [{"id": str(uuid.uuid4())}]}
                  for _ in range(FEEDBACK_KEPT // 2 + 7)]
         r = cds.post(SIGN + "/feedback", {"feedback": items})
         assert r.status_code == 200 and len(r.get_json()["unknown_cards"]) == len(items)

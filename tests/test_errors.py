@@ -73,7 +73,8 @@ def cds_down(new_app, tmp_path, monkeypatch):
 def test_cds_hooks_store_down_is_the_apps_503_with_its_metric(cds_down):
     path = "/cds-services/ketamine-screening-sign/feedback"
     before = _failures("cds_hooks.feedback")
-    response = cds_down(path, {"feedback": [{"card": "c1", "outcome": "accepted",
+    response = cds_down(path, {"feedback": [{"card": "c1", "outcome": "accepted",   # CDS Hooks 2.0: names what it accepted
+                                             "acceptedSuggestions": [{"id": "s1"}],
                                              "outcomeTimestamp": "2026-11-24T10:05:31Z"}]})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == str(RETRY_AFTER_S)

@@ -452,7 +452,9 @@ def test_batch_decisions_equal_screen(ruleset, many, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(raw) + "\n" for raw, _ in sample))
     run_batch(source, tmp_path / "out.jsonl", rules_dir=default_rules_path(), as_of=AS_OF, workers=1, ruleset=ruleset)
-    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    # JSON Lines end at "\n" only: str.splitlines() would also split at U+2028 or U+0085 inside
+    # a string (the batch writes UTF-8, not \u escapes).
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").split("\n") if line]
     assert [line["line"] for line in lines] == list(range(1, len(sample) + 1))
     for (_, expected), line in zip(sample, lines):
         assert _without_identity(line["decision"]) == _without_identity(expected)

@@ -19,13 +19,33 @@ from marshmallow import ValidationError
 
 from schemas.cdshooks import FEEDBACK_OUTCOMES
 from schemas.errors import dotted, flatten_messages
-from service.cdshooks.cards import decision_card, unscreenable_card
+from service.cdshooks.cards import (
+    decision_card,
+    prune_empty,
+    unidentified_orders_card,
+    unscreenable_card,
+)
 from service.cdshooks.discovery import SERVICES, discovery_document
-from service.cdshooks.fhir_fetch import (DataUnavailable, FetchSettings, MalformedFhir, build_record, gather,
-                                         parse_draft_orders)
+from service.cdshooks.fhir_fetch import (
+    DataUnavailable,
+    FetchSettings,
+    MalformedFhir,
+    build_record,
+    gather,
+    parse_draft_orders,
+)
+from service.cdshooks.fhirjson import Node, rtype
 from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifier_from_settings
+from service.cdshooks.mapping import (
+    DraftOrder,
+    Mapping,
+    default_mapping,
+    find_ketamine_orders,
+    map_to_intake,
+    subject_reference,
+    unnamed_orders,
+)
 from service.cdshooks.urls import fhir_server_allowed, public_base_url
-from service.cdshooks.mapping import Mapping, default_mapping, find_ketamine_orders, map_to_intake, subject_reference
 from service.config import CdsHooksSettings
 from service.decision import jsonable
 # The error model every channel shares; service.http_io maps it (and StoreUnavailable) to responses.
@@ -121,7 +141,7 @@ def _larger_bodies() -> None:
 @_cors
 def discovery():
     _authenticate()
-    return jsonify(discovery_document())
+    return jsonify(prune_empty(discovery_document()))
 
 
 @bp.route("/cds-services/<service_id>", methods=["POST"])
@@ -136,13 +156,18 @@ def call_service(service_id: str):
     state = _state()
     refused_server_url = body.get("fhirServer")
     body, refused_server = _only_configured_fhir_server(body, str(claims["iss"]))
+    warnings: list[str] = []
+    label = f"Ketamine screening rules v{current_app.extensions['rulesets'].current.summary.get('version', '')}"
     try:
-        drafts = parse_draft_orders(context)
+        drafts, index = parse_draft_orders(context, warnings)
         candidates = _selected(drafts, context) if service.hook == "order-select" else drafts
-        orders = find_ketamine_orders(candidates, state.mapping)
+        orders = find_ketamine_orders(candidates, state.mapping, index)
         if not orders:
-            return jsonify({"cards": []})
-        data = gather(body, state.fetch)
+            unnamed = unnamed_orders(candidates, index)
+            _log_warnings(body, warnings)
+            return _cards([unidentified_orders_card(unnamed, label=label)] if unnamed else [])
+        _check_orders(orders, context, drafts)
+        data = gather(body, state.fetch, warnings)
     except MalformedFhir as exc:
         raise ApiError(400, f"Not valid FHIR at {exc.path}: {exc.message}",
                        [{"path": exc.path, "message": exc.message}], code="invalid_fhir") from None
@@ -155,8 +180,9 @@ def call_service(service_id: str):
         raise ApiError(412, "The FHIR data the screening rules need could not be obtained from prefetch "
                             "or the FHIR server: " + ", ".join(exc.keys) + ".",
                        errors, code="precondition_failed") from None
+    _log_warnings(body, warnings)
 
-    record = build_record(data, drafts, {id(o.resource) for o in orders})
+    record = build_record(data, drafts, {id(o.resource) for o in orders}, index, warnings)
     ruleset = current_app.extensions["rulesets"].current
     subject = subject_reference(str(claims["iss"]), str(context["patientId"]))
     cards = []
@@ -169,14 +195,42 @@ def call_service(service_id: str):
             intake = ruleset.intake_schema.load(jsonable(mapped.raw))
         except ValidationError as exc:
             problems = [{"path": dotted(p), "message": m} for p, m in flatten_messages(exc.messages)]
-            cards.append(unscreenable_card(problems, route=order.route,
-                                           label=f"Ketamine screening rules v{ruleset.summary.get('version', '')}"))
+            cards.append(unscreenable_card(problems, route=order.route, label=label))
             continue
         decision = screen(intake, ruleset, as_of=now)
         url = _store(decision, intake, str(claims["iss"]))
         cards.append(decision_card(decision, route=order.route, sources=mapped.sources, notes=mapped.notes,
-                                   decision_url=url))
-    return jsonify({"cards": cards})
+                                   decision_url=url, assumptions=mapped.assumptions, warnings=mapped.warnings))
+    return _cards(cards)
+
+
+def _cards(cards: list[dict]) -> Any:
+    # `cards` is required, and empty when there is nothing to say; nothing inside a card is empty.
+    return jsonify({"cards": [prune_empty(c) for c in cards]})
+
+
+def _log_warnings(body: dict, warnings: list[str]) -> None:
+    for warning in warnings:
+        log.warning("cds-hooks %s: %s", body.get("hookInstance"), warning)
+
+
+def _check_orders(orders: list[DraftOrder], context: dict, drafts: list[Node]) -> None:
+    """The ketamine orders themselves must be readable: the only FHIR problems that refuse a call."""
+    for order in orders:
+        position = next((i for i, r in enumerate(drafts) if r is order.resource), 0)
+        path = f"context.draftOrders.entry.{position}.resource"
+        resource = order.resource
+        if not isinstance(resource.status, str):
+            raise MalformedFhir(f"{path}.status", "the ketamine order has no status")
+        subject = resource.subject if isinstance(resource.subject, Node) else resource.patient
+        reference = subject.reference if isinstance(subject, Node) else None
+        if isinstance(reference, str) and reference.split("/")[-1] != str(context.get("patientId")):
+            raise MalformedFhir(f"{path}.subject.reference",
+                                "the ketamine order is for another patient than context.patientId")
+        for key in ("reasonCode", "reasonReference"):
+            value = resource.raw().get(key)
+            if value is not None and not isinstance(value, (list, dict)):
+                raise MalformedFhir(f"{path}.{key}", "must be a list of CodeableConcepts / References")
 
 
 @bp.route("/cds-services/<service_id>/feedback", methods=["POST"])
@@ -196,19 +250,24 @@ def feedback(service_id: str):
     if errors:
         raise ApiError(422, "The feedback is not valid.", errors)
     recorded = [record_feedback(service_id, str(claims["iss"]), item) for item in items]
-    return jsonify({"recorded": len(recorded),
-                    "unknown_cards": [r["card"] for r in recorded if r["decision_found"] is False]})
+    return jsonify(prune_empty({"recorded": len(recorded),
+                                "unknown_cards": [r["card"] for r in recorded if r["decision_found"] is False]}))
 
 
 def record_feedback(service_id: str, issuer: str, item: dict) -> dict:
     """Record one feedback item against the decision its card was made from (card uuid = decision
-    id), in the decision log. Feedback on a card the log does not know is reported back to the
-    caller and kept in memory only, the latest FEEDBACK_KEPT (there is no decision to attach it to)."""
+    id), in the decision log. Feedback on a card the log does not know, or on a card issued to
+    another CDS client (the decision's client is bound to the JWT issuer it was issued to), is
+    reported back as unknown and never attached to that decision: one EHR cannot record an
+    outcome on another's screening, nor learn that it exists. Unknown cards are kept in memory
+    only, the latest FEEDBACK_KEPT (there is no decision to attach them to)."""
     store: Store = current_app.extensions["store"]
-    found = store.get_decision(item["card"]) is not None
+    client = f"cds-hooks:{issuer}"
+    stored = store.get_decision(item["card"])
+    found = stored is not None and stored.client == client
     entry = {
         "card": item["card"], "decision_id": item["card"], "decision_found": found, "service": service_id,
-        "client": f"cds-hooks:{issuer}", "outcome": item["outcome"],
+        "client": client, "outcome": item["outcome"],
         "override_reason": (item.get("overrideReason") or {}).get("reason"),
         "user_comment": (item.get("overrideReason") or {}).get("userComment"),
         "accepted_suggestions": [s.get("id") for s in item.get("acceptedSuggestions") or []],
@@ -230,11 +289,17 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
     if item.get("outcome") not in FEEDBACK_OUTCOMES:
         errors.append({"path": f"{path}.outcome", "message": "must be 'accepted' or 'overridden'"})
     stamp = item.get("outcomeTimestamp")
-    try:
-        if not isinstance(stamp, str) or dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).tzinfo is None:
+    try:  # the spec: "ISO8601 representation of the date and time in Coordinated Universal Time (UTC)"
+        parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if isinstance(stamp, str) else None
+        if parsed is None or parsed.utcoffset() != dt.timedelta(0) or "T" not in stamp:
             raise ValueError
     except ValueError:
-        errors.append({"path": f"{path}.outcomeTimestamp", "message": "must be an RFC 3339 date-time in UTC"})
+        errors.append({"path": f"{path}.outcomeTimestamp", "message": "must be a date-time in UTC (Z or +00:00)"})
+    if item.get("outcome") == "accepted" and not item.get("acceptedSuggestions"):
+        errors.append({"path": f"{path}.acceptedSuggestions",
+                       "message": "is required when the outcome is 'accepted' (the suggestions the user accepted)"})
+    if item.get("outcome") == "accepted" and item.get("overrideReason") is not None:
+        errors.append({"path": f"{path}.overrideReason", "message": "only an 'overridden' outcome has an override reason"})
     reason = item.get("overrideReason")
     if reason is not None:
         if not isinstance(reason, dict):
@@ -247,8 +312,10 @@ def _check_feedback(item: Any, path: str) -> list[dict]:
             if reason.get("userComment") is not None and not isinstance(reason.get("userComment"), str):
                 errors.append({"path": f"{path}.overrideReason.userComment", "message": "must be a string"})
     accepted = item.get("acceptedSuggestions")
-    if accepted is not None and not (isinstance(accepted, list) and all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted)):
+    if accepted is not None and not (isinstance(accepted, list) and all(isinstance(s, dict) and isinstance(s.get("id"), str) and s["id"] for s in accepted)):
         errors.append({"path": f"{path}.acceptedSuggestions", "message": "must be an array of {id}"})
+    if item.get("outcome") == "overridden" and accepted:
+        errors.append({"path": f"{path}.acceptedSuggestions", "message": "only an 'accepted' outcome accepts suggestions"})
     return errors
 
 
@@ -316,7 +383,7 @@ def _host_of(url: object) -> str | None:
 def _selected(drafts: list, context: dict) -> list:
     """order-select: decision support is about the newly selected orders only."""
     wanted = {s for s in context.get("selections") or [] if isinstance(s, str)}
-    return [r for r in drafts if f"{r.__resource_type__}/{r.id}" in wanted]
+    return [r for r in drafts if f"{rtype(r)}/{r.id}" in wanted]
 
 
 def _store(decision, intake: dict, issuer: str) -> str:

@@ -6,6 +6,8 @@ so feedback on the card finds the decision it refers to without another table.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from service.decision import ELIGIBLE, INCOMPLETE, INELIGIBLE, Decision
 
 SUMMARY_LIMIT = 139  # the spec: a summary under 140 characters
@@ -23,10 +25,12 @@ OVERRIDE_REASONS = [
 _DRUG = {"iv_ketamine": "IV ketamine", "esketamine_nasal": "Esketamine nasal spray"}
 
 
-def indicator(decision: Decision) -> str:
+def indicator(decision: Decision, assumed: int = 0) -> str:
+    """critical: ineligible; warning: review required, or answers assumed from the record's
+    silence that the clinician must confirm; info: eligible on what the record states."""
     if decision.decision == INELIGIBLE:
         return "critical"
-    if decision.physician_review_required:
+    if decision.physician_review_required or assumed:
         return "warning"
     return "info"
 
@@ -35,7 +39,23 @@ def _clip(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def summary(decision: Decision, route: str) -> str:
+def prune_empty(value: Any) -> Any:
+    """The value without null, empty-string, empty-list and empty-object elements, at any depth:
+    CDS Hooks (like FHIR JSON) forbids them in a response."""
+    if isinstance(value, dict):
+        out = {k: prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if not _empty(v)}
+    if isinstance(value, (list, tuple)):
+        out = [prune_empty(v) for v in value]
+        return [v for v in out if not _empty(v)]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (str, list, dict)) and len(value) == 0)
+
+
+def summary(decision: Decision, route: str, assumed: int = 0) -> str:
     drug = _DRUG.get(route, "Ketamine")
     if decision.decision == INELIGIBLE:
         excluded = [r.title for r in decision.reasons if r.effect == "exclude"]
@@ -43,10 +63,11 @@ def summary(decision: Decision, route: str) -> str:
         return _clip(f"{drug}: not eligible — {excluded[0]}{more}")
     if decision.decision == INCOMPLETE:
         return _clip(f"{drug}: screening incomplete — missing {', '.join(decision.missing)}")
+    confirm = f"; confirm {assumed} answer{'s' if assumed != 1 else ''} assumed from the record" if assumed else ""
     if decision.physician_review_required:
         n = len(decision.reasons)
-        return _clip(f"{drug}: eligible, physician review required ({n} finding{'s' if n != 1 else ''})")
-    return _clip(f"{drug}: eligible — no contraindication found")
+        return _clip(f"{drug}: eligible, physician review required ({n} finding{'s' if n != 1 else ''}){confirm}")
+    return _clip(f"{drug}: eligible — no contraindication found{confirm}")
 
 
 def _evidence_text(evidence: dict, sources: dict[str, list[str]]) -> str:
@@ -66,7 +87,8 @@ def _field_of(path: str) -> str:
     return path.split("[", 1)[0]
 
 
-def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str]) -> str:
+def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
+           assumptions: list[str] | None = None, warnings: list[str] | None = None) -> str:
     lines = [f"**Decision: {decision.decision}**"
              + (" — physician review required" if decision.physician_review_required else "")
              + (" — **urgent**" if decision.urgent else "")]
@@ -84,6 +106,15 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str]) 
         lines.append("**Missing from the record** (the rules that need these could not be decided):")
         for path in decision.missing:
             lines.append(f"- `{path}`")
+    if assumptions:
+        lines.append("")
+        lines.append("**Assumed from the record's silence — confirm with the patient** (no coded record "
+                     "says otherwise; these answers were not stated):")
+        lines.extend(_assumption_lines(assumptions))
+    if warnings:
+        lines.append("")
+        lines.append("**Could not be read from the record:**")
+        lines.extend(f"- {_cell(w)}" for w in warnings[:10])
     if notes:
         lines.append("")
         lines.extend(f"_Note: {n}_" for n in notes)
@@ -94,31 +125,71 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str]) 
     return "\n".join(lines)
 
 
+def _assumption_lines(assumptions: list[str]) -> list[str]:
+    """One line per list whose silence was read: the problem list, the allergy list, the
+    medication list."""
+    diagnoses = [p.split(".", 1)[1].replace("_", " ") for p in assumptions
+                 if p.startswith(("psychiatric_history.", "medical_history."))]
+    allergies = [p.split(".", 1)[1] for p in assumptions if p.startswith("allergies.")]
+    lines = []
+    if diagnoses:
+        lines.append(f"- Not on the problem list, so taken as absent: {', '.join(diagnoses)}")
+    if "substance_use" in assumptions:
+        lines.append("- No substance use disorder on the problem list: taken as none")
+    if allergies:
+        lines.append(f"- Not on the allergy list: no {' or '.join(allergies)} allergy")
+    if "medications" in assumptions:
+        lines.append("- No active medication on the medication list: taken as none")
+    return lines
+
+
 def _cell(text: str) -> str:
     # A table cell cannot hold a pipe or a line break in GitHub Flavored Markdown.
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def decision_card(decision: Decision, *, route: str, sources: dict[str, list[str]], notes: list[str],
-                  decision_url: str | None) -> dict:
+                  decision_url: str | None, assumptions: list[str] | None = None,
+                  warnings: list[str] | None = None) -> dict:
     rs = decision.ruleset
+    assumed = len(assumptions or [])
     card: dict = {
         "uuid": decision.decision_id,
-        "summary": summary(decision, route),
-        "indicator": indicator(decision),
-        "detail": detail(decision, sources, notes),
+        "summary": summary(decision, route, assumed),
+        "indicator": indicator(decision, assumed),
+        "detail": detail(decision, sources, notes, assumptions, warnings),
         "source": {
             "label": f"Ketamine screening rules {rs.get('name', '')} v{rs.get('version', '')}".strip(),
             "topic": {"system": TOPIC_SYSTEM, "code": "ketamine-eligibility",
                       "display": "Ketamine / esketamine eligibility screening"},
         },
     }
-    if decision.decision != ELIGIBLE or decision.physician_review_required:
+    if decision.decision != ELIGIBLE or decision.physician_review_required or assumed:
         card["overrideReasons"] = list(OVERRIDE_REASONS)
     if decision_url:
         card["links"] = [{"label": "Open the screening decision for review", "url": decision_url, "type": "absolute"}]
-    card["extension"] = {EXTENSION_KEY: decision.to_dict()}
-    return card
+    extension = decision.to_dict()
+    if assumptions:
+        extension["assumed"] = list(assumptions)
+    if warnings:
+        extension["warnings"] = list(warnings)
+    card["extension"] = {EXTENSION_KEY: extension}
+    return prune_empty(card)
+
+
+def unidentified_orders_card(orders: list[str], *, label: str) -> dict:
+    """Draft medication orders named only by a code this service does not know: if one of them
+    is ketamine or esketamine it was not screened, and the clinician is told so."""
+    items = "\n".join(f"- {o}" for o in orders[:10])
+    return {
+        "summary": _clip("Ketamine screening: a draft order could not be identified — not screened"),
+        "indicator": "info",
+        "detail": "These draft medication orders carry no drug name and a code this service does not "
+                  f"recognise:\n\n{items}\n\nIf one is ketamine or esketamine, it was **not** screened.",
+        "source": {"label": label,
+                   "topic": {"system": TOPIC_SYSTEM, "code": "ketamine-eligibility",
+                             "display": "Ketamine / esketamine eligibility screening"}},
+    }
 
 
 def unscreenable_card(problems: list[dict], *, route: str, label: str) -> dict:

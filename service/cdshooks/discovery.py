@@ -6,26 +6,35 @@ from dataclasses import dataclass
 LOINC = "http://loinc.org"
 
 # Each template is also what the service runs itself against `fhirServer` when the client did
-# not prefetch it, so they stay inside the spec's recommended query subset (token equality,
-# _sort, _count).
+# not prefetch it, so they stay inside the spec's prefetch query subset: one token per code
+# parameter (no comma-OR), `_sort` and `_count`. One key per vital sign, so that ten newer
+# heart-rate readings cannot push the blood pressure out of a shared `_count` window; a few
+# readings per key so that an entered-in-error latest one does not hide the one before.
+def _latest(code: str, count: int = 3) -> str:
+    return f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{code}&_sort=-date&_count={count}"
+
+
 PREFETCH: dict[str, str] = {
     "patient": "Patient/{{context.patientId}}",
-    "bloodPressure": (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|85354-9,{LOINC}|8867-4"
-                      "&_sort=-date&_count=10"),
+    "bloodPressure": _latest("85354-9"),
+    "systolicBP": _latest("8480-6"),
+    "diastolicBP": _latest("8462-4"),
+    "heartRate": _latest("8867-4", 1),
     "conditions": "Condition?patient={{context.patientId}}",
     "medicationStatements": "MedicationStatement?patient={{context.patientId}}&status=active",
     "medicationRequests": "MedicationRequest?patient={{context.patientId}}&status=active",
     "allergies": "AllergyIntolerance?patient={{context.patientId}}",
-    "reproductiveStatus": (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|82810-3,{LOINC}|63895-7"
-                           "&_sort=-date&_count=10"),
+    "pregnancyStatus": _latest("82810-3"),
+    "breastfeedingStatus": _latest("63895-7"),
     "intakeQuestionnaire": "QuestionnaireResponse?patient={{context.patientId}}&status=completed&_sort=-authored&_count=1",
 }
 
 # Without these the rules cannot be applied: when neither prefetch nor the FHIR server gives
-# them, the answer is 412. The questionnaire is optional (not every clinic uses one): without it
-# the fields only it answers stay missing and the decision says so.
+# them, the answer is 412. Blood pressure as separate systolic / diastolic observations, heart
+# rate, breastfeeding status and the questionnaire are read when present: without them the
+# fields only they answer stay missing and the decision says so.
 REQUIRED_KEYS = ("patient", "bloodPressure", "conditions", "medicationStatements",
-                 "medicationRequests", "allergies", "reproductiveStatus")
+                 "medicationRequests", "allergies", "pregnancyStatus")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Gathering the patient's FHIR data: prefetch first, then the client's FHIR server for the rest.
 
-Prefetched values are parsed with ``fhir.resources`` (R4B, wire-compatible with R4 for these
-resources). A prefetch key that is absent or holds an OperationOutcome was not satisfied; a key
-whose value is null was satisfied and found nothing. What is unsatisfied is fetched from
+Prefetched values are read as tolerant JSON (``fhirjson.Node``), not validated against one FHIR
+version: an element of another version's shape, or one malformed resource, is a warning, never a
+refusal of the whole call. A prefetch key that is absent, holds an OperationOutcome or holds
+something that is not a FHIR resource was not satisfied; a key whose value is null was
+satisfied and found nothing. What is unsatisfied is fetched from
 ``fhirServer`` with the ``fhirAuthorization`` bearer token, in parallel and with short timeouts
 (the whole call has a ~500 ms budget). When a required key can be had neither way the caller
 answers 412, as the specification requires.
@@ -16,11 +18,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from pydantic import ValidationError as PydanticError
 
-from fhir.resources.R4B import get_fhir_model_class
-from fhir.resources.R4B.bundle import Bundle
 from service.cdshooks.discovery import PREFETCH, REQUIRED_KEYS
+from service.cdshooks.fhirjson import Node, many, rtype
 from service.cdshooks.mapping import FhirRecord
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
@@ -51,28 +51,28 @@ class FetchSettings:
     max_workers: int = 8
 
 
-def parse_resource(value: dict, path: str) -> Any:
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+def parse_resource(value: Any, path: str) -> Node:
+    """A FHIR resource as a Node; MalformedFhir when it is not a resource at all."""
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str) or not value["resourceType"]:
         raise MalformedFhir(path, "is not a FHIR resource (no resourceType)")
-    try:
-        cls = get_fhir_model_class(value["resourceType"])
-    except ValueError:
-        raise MalformedFhir(path + ".resourceType", f"unknown resource type {value['resourceType']!r}") from None
-    try:
-        return cls.model_validate(value)
-    except PydanticError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
-        raise MalformedFhir(f"{path}.{where}" if where else path, first.get("msg", "invalid")) from None
+    return Node(value)
 
 
-def resources_of(parsed: Any) -> list[Any]:
-    """A searchset Bundle's resources (search matches and includes), or the single resource."""
+def resources_of(parsed: Any, path: str = "", warnings: list[str] | None = None) -> list[Node]:
+    """A Bundle's resources (search matches and includes), or the single resource. Entries that
+    are not resources are skipped, with a warning."""
     if parsed is None:
         return []
-    if parsed.__resource_type__ == "Bundle":
-        return [e.resource for e in parsed.entry or [] if e.resource is not None]
-    return [parsed]
+    if rtype(parsed) != "Bundle":
+        return [parsed]
+    out = []
+    for i, entry in enumerate(many(parsed.entry)):
+        resource = entry.resource if isinstance(entry, Node) else None
+        if isinstance(resource, Node) and isinstance(resource.resourceType, str):
+            out.append(resource)
+        elif warnings is not None:
+            warnings.append(f"{path}.entry[{i}] holds no FHIR resource: skipped.")
+    return out
 
 
 def render_template(template: str, context: dict) -> str | None:
@@ -92,6 +92,15 @@ def render_template(template: str, context: dict) -> str | None:
         return quote(str(found), safe="")
     rendered = _TOKEN.sub(value, template)
     return None if missing else rendered
+
+
+def answers_key(parsed: Any, key: str) -> bool:
+    """Whether a resource can be the answer to prefetch ``key``: a Bundle (a search), or the
+    resource type its query names (a read, or a lone resource some clients send). Anything else
+    (another type, an unknown type) is not "nothing found": read as an empty list, a problem list
+    of garbage would be silence, and silence is taken as absence."""
+    kind = rtype(parsed)
+    return kind == "Bundle" or kind == PREFETCH[key].split("?")[0].split("/")[0]
 
 
 class FhirClient:
@@ -128,43 +137,61 @@ class FhirClient:
 
     def search_all(self, query: str, key: str) -> list[Any]:
         parsed = self.get(query, key)
+        if parsed is not None and not answers_key(parsed, key):
+            raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
         out = resources_of(parsed)
         pages = 1
-        while parsed is not None and parsed.__resource_type__ == "Bundle" and pages < MAX_PAGES:
-            nxt = next((link.url for link in parsed.link or [] if link.relation == "next"), None)
+        while parsed is not None and rtype(parsed) == "Bundle" and pages < MAX_PAGES:
+            nxt = next((link.url for link in many(parsed.link) if isinstance(link, Node) and link.relation == "next"
+                        and isinstance(link.url, str)), None)
             if not nxt:
                 break
             parsed = self.get(nxt, key)
+            if rtype(parsed) != "Bundle":  # a page that is not one: the list is not whole
+                raise DataUnavailable([key], {key: "a page of the search result is not a Bundle"})
             out.extend(resources_of(parsed))
             pages += 1
         return out
 
 
-def gather(request_body: dict, settings: FetchSettings) -> dict[str, list[Any]]:
-    """Every prefetch key -> its resources. Raises DataUnavailable (412) or MalformedFhir (400)."""
+def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | None = None) -> dict[str, list[Any]]:
+    """Every prefetch key -> its resources. Raises DataUnavailable (412) when a required key can
+    be had neither from prefetch nor from the FHIR server. What cannot be read is a warning."""
+    warnings = warnings if warnings is not None else []
     context = request_body.get("context") or {}
     prefetch = request_body.get("prefetch") or {}
     if not isinstance(prefetch, dict):
-        raise MalformedFhir("prefetch", "must be an object")
+        warnings.append("prefetch is not an object: ignored.")
+        prefetch = {}
     out: dict[str, list[Any]] = {}
     unsatisfied: dict[str, str] = {}
-    for key, template in PREFETCH.items():
-        if key in prefetch:
-            value = prefetch[key]
-            if value is None:
-                out[key] = []
-                continue
-            parsed = parse_resource(value, f"prefetch.{key}")
-            if parsed.__resource_type__ == "OperationOutcome":
-                unsatisfied[key] = "the client reported an error prefetching it"
-                continue
-            out[key] = resources_of(parsed)
-            # A paginated prefetch (a next link) needs the server for the rest.
-            if parsed.__resource_type__ == "Bundle" and any(link.relation == "next" for link in parsed.link or []):
-                unsatisfied[key] = "paginated"
-                del out[key]
+    for key in PREFETCH:
+        if key not in prefetch:
+            unsatisfied[key] = "not prefetched"
             continue
-        unsatisfied[key] = "not prefetched"
+        value = prefetch[key]
+        if value is None:
+            out[key] = []
+            continue
+        try:
+            parsed = parse_resource(value, f"prefetch.{key}")
+        except MalformedFhir as exc:
+            warnings.append(f"{exc.path} {exc.message}: fetched again.")
+            unsatisfied[key] = "not a FHIR resource"
+            continue
+        if rtype(parsed) == "OperationOutcome":
+            unsatisfied[key] = "the client reported an error prefetching it"
+            continue
+        if not answers_key(parsed, key):
+            warnings.append(f"prefetch.{key} is neither a Bundle nor a {PREFETCH[key].split('?')[0].split('/')[0]}: "
+                            "fetched again.")
+            unsatisfied[key] = "not the search result asked for"
+            continue
+        # A paginated prefetch (a next link) needs the server for the rest.
+        if rtype(parsed) == "Bundle" and any(isinstance(link, Node) and link.relation == "next" for link in many(parsed.link)):
+            unsatisfied[key] = "paginated"
+            continue
+        out[key] = resources_of(parsed, f"prefetch.{key}", warnings)
 
     if unsatisfied:
         out.update(_fetch(unsatisfied, request_body, context, settings))
@@ -200,33 +227,64 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
     return out
 
 
-def build_record(data: dict[str, list[Any]], draft_resources: list[Any], ordered_ids: set[int]) -> FhirRecord:
+_OBSERVATION_KEYS = ("bloodPressure", "systolicBP", "diastolicBP", "heartRate", "pregnancyStatus",
+                     "breastfeedingStatus")
+
+
+def build_record(data: dict[str, list[Any]], draft_resources: list[Any], ordered_ids: set[int],
+                 index: dict[str, Node] | None = None, warnings: list[str] | None = None) -> FhirRecord:
     """The record the mapping reads. ``ordered_ids`` are id()s of the ketamine draft orders,
     which are the treatment, not a co-medication."""
-    patients = [r for r in data.get("patient", []) if r.__resource_type__ == "Patient"]
-    observations = [r for k in ("bloodPressure", "reproductiveStatus") for r in data.get(k, [])
-                    if r.__resource_type__ == "Observation"]
+    def of(keys: tuple[str, ...], *types: str) -> list[Any]:
+        seen, out = set(), []
+        for k in keys:
+            for r in data.get(k, []):
+                if rtype(r) in types and id(r) not in seen:
+                    seen.add(id(r))
+                    out.append(r)
+        return out
+
+    full_index = dict(index or {})
+    for resources in data.values():
+        for r in resources:
+            if isinstance(r.id, str):
+                full_index.setdefault(f"{rtype(r)}/{r.id}", r)
+    patients = of(("patient",), "Patient")
     meds = None
     if "medicationStatements" in data or "medicationRequests" in data:
-        meds = [r for k in ("medicationStatements", "medicationRequests") for r in data.get(k, [])
-                if r.__resource_type__ in ("MedicationStatement", "MedicationRequest")]
+        meds = of(("medicationStatements", "medicationRequests"), "MedicationStatement", "MedicationRequest")
     return FhirRecord(
         patient=patients[0] if patients else None,
-        observations=observations,
-        conditions=[r for r in data["conditions"] if r.__resource_type__ == "Condition"] if "conditions" in data else None,
+        observations=of(_OBSERVATION_KEYS, "Observation"),
+        conditions=of(("conditions",), "Condition") if "conditions" in data else None,
         medications=meds,
-        allergies=[r for r in data["allergies"] if r.__resource_type__ == "AllergyIntolerance"] if "allergies" in data else None,
-        questionnaire_responses=[r for r in data.get("intakeQuestionnaire", []) if r.__resource_type__ == "QuestionnaireResponse"],
+        allergies=of(("allergies",), "AllergyIntolerance") if "allergies" in data else None,
+        questionnaire_responses=of(("intakeQuestionnaire",), "QuestionnaireResponse"),
         other_draft_orders=[r for r in draft_resources
-                            if r.__resource_type__ == "MedicationRequest" and id(r) not in ordered_ids],
+                            if rtype(r) == "MedicationRequest" and id(r) not in ordered_ids],
+        index=full_index,
+        warnings=list(warnings or []),
     )
 
 
-def parse_draft_orders(context: dict) -> list[Any]:
+def parse_draft_orders(context: dict, warnings: list[str] | None = None) -> tuple[list[Node], dict[str, Node]]:
+    """The draft orders (any FHIR version's request resources) and an index of every resource in
+    the Bundle by 'Type/id' and fullUrl, for references between entries (a MedicationRequest's
+    medicationReference to a Medication entry). Only a draftOrders that is not a Bundle at all is
+    refused; entries that are not resources are skipped with a warning."""
     draft = context.get("draftOrders")
     if not isinstance(draft, dict):
         raise MalformedFhir("context.draftOrders", "must be a Bundle of draft orders")
     parsed = parse_resource(draft, "context.draftOrders")
-    if not isinstance(parsed, Bundle):
+    if rtype(parsed) != "Bundle":
         raise MalformedFhir("context.draftOrders.resourceType", "must be Bundle")
-    return resources_of(parsed)
+    resources = resources_of(parsed, "context.draftOrders", warnings)
+    index: dict[str, Node] = {}
+    for entry in many(parsed.entry):
+        if isinstance(entry, Node) and isinstance(entry.resource, Node):
+            res = entry.resource
+            if isinstance(res.id, str):
+                index[f"{rtype(res)}/{res.id}"] = res
+            if isinstance(entry.fullUrl, str):
+                index[entry.fullUrl] = res
+    return resources, index

@@ -1,21 +1,40 @@
-"""FHIR R4 resources -> an intake dict, driven by the code tables in ``fhir_mapping.yaml``.
+"""FHIR R4 resources -> an intake dict, driven by ``fhir_mapping.yaml`` and published value sets.
 
-The code tables are data that policy editors extend; this module only knows how to read FHIR
-(clinical status, verification status, components, answers) and how values combine: when two
+The code tables are data that policy editors extend (local codes) or rebuild from published
+expansions (service/cdshooks/terminology); this module only knows how to read FHIR (clinical
+status, verification status, components, answers, references) and how values combine: when two
 records speak to one field, the more concerning value wins, so that no source can quietly
 cancel a contraindication recorded by another.
+
+Resources are read through ``fhirjson.Node`` (tolerant JSON), never validated against one FHIR
+version: what cannot be read becomes a warning on the card, and silence is only taken as
+"absent" where the mapping says a problem list can prove it (``absence``), stated on the card.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
+
+from service.cdshooks import terminology as term
+from service.cdshooks.fhirjson import (
+    Node,
+    codings,
+    day,
+    many,
+    number,
+    ref,
+    rtype,
+    text,
+    when,
+)
 
 MAPPING_PATH = Path(__file__).with_name("fhir_mapping.yaml")
 
@@ -25,44 +44,101 @@ _NOT_TRUE = {"refuted", "entered-in-error"}
 _OBS_OK = {"final", "amended", "corrected", "preliminary"}
 _MS_OK = {"active", "intended", "on-hold", "unknown"}
 _MR_OK = {"active", "on-hold", "draft"}
+# Condition code systems whose silence we can read: a concept coded only in other systems (a
+# local code, IMO, free text we do not recognise) is an entry we could not read.
+_READABLE_CONDITION_SYSTEMS = (term.SNOMED, term.ICD10CM, term.ICD9CM)
 
 
 # --- the code tables --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Hit:
+    """How a concept matched: 'system|code' (or the text that matched) and the value set, if any."""
+    what: str
+    via: str | None = None
+
+    def __str__(self) -> str:
+        return self.what + (f" in {self.via}" if self.via else "")
+
+
+AMBIGUOUS = Hit("ambiguous")
+
+
+@dataclass(frozen=True)
 class CodeSet:
-    """Codes by system: exact for SNOMED CT / RxNorm / LOINC, prefixes for ICD-10-CM and ATC,
-    and whole-word names for text."""
+    """Codes by canonical system: published value sets, local exact codes (SNOMED CT, RxNorm,
+    LOINC), local prefixes (ICD-10-CM, ICD-9-CM, ATC categories), and whole-word names."""
+    valuesets: tuple[term.ValueSet, ...] = ()
     exact: frozenset[tuple[str, str]] = frozenset()
     prefixes: tuple[tuple[str, str], ...] = ()
     names: re.Pattern | None = None
 
-    def matches(self, concept: Any) -> str | None:
-        """The matching coding as 'system|code' (or the text that matched), else None."""
-        if concept is None:
-            return None
-        for coding in concept.coding or []:
-            system, code = coding.system or "", (coding.code or "").strip()
-            if (system, code) in self.exact:
-                return f"{system}|{code}"
-            norm = _norm(code)
-            for psystem, prefix in self.prefixes:
-                if system == psystem and norm.startswith(prefix):
-                    return f"{system}|{code}"
-        if self.names is not None:
-            for text in _texts(concept):
-                if self.names.search(text):
-                    return f"text '{text[:80]}'"
+    def _code_hit(self, system: str, code: str, raw_code: str) -> Hit | None:
+        for vs in self.valuesets:
+            if vs.contains(system, code):
+                return Hit(f"{term.SHORT_NAMES.get(system, system)} {raw_code}", f"value set {vs.title}")
+        if (system, code) in self.exact:
+            return Hit(f"{term.SHORT_NAMES.get(system, system)} {raw_code}")
+        for psystem, prefix in self.prefixes:
+            if system == psystem and code.startswith(prefix):
+                return Hit(f"{term.SHORT_NAMES.get(system, system)} {raw_code}")
         return None
 
+    def match(self, concept: Any) -> Hit | None:
+        """A Hit, AMBIGUOUS (an ICD-10-CM category only partly inside this set), or None."""
+        if not isinstance(concept, Node):
+            return None
+        ambiguous = False
+        for coding in codings(concept):
+            system = term.canonical_system(coding.system)
+            raw_code = coding.code
+            if system is None or not isinstance(raw_code, (str, int)) or str(raw_code).strip() == "":
+                continue
+            raw_code = str(raw_code).strip()
+            code = term.normalize(system, raw_code)
+            hit = self._code_hit(system, code, raw_code)
+            if hit:
+                return hit
+            if system == term.ICD10CM:
+                # A category sent where the set lists its codes (F31 for the F31.x codes): in the
+                # set when every billable code under it is; a broader category is ambiguous.
+                leaves = term.icd10cm_leaves_under(raw_code)
+                inside = [leaf for leaf in leaves if self._code_hit(system, leaf, leaf)]
+                if leaves and len(inside) == len(leaves):
+                    return Hit(f"ICD-10-CM {raw_code} (category)")
+                if inside:
+                    ambiguous = True
+        if self.names is not None:
+            for value in concept_texts(concept):
+                if self.names.search(value):
+                    return Hit(f"text '{value[:80]}'")
+        return AMBIGUOUS if ambiguous else None
 
-def _norm(code: str) -> str:
-    return code.replace(".", "").upper()
+    def matches(self, concept: Any) -> str | None:
+        hit = self.match(concept)
+        return None if hit is None or hit is AMBIGUOUS else str(hit)
 
 
-def _texts(concept: Any) -> list[str]:
-    out = [concept.text] if getattr(concept, "text", None) else []
-    out.extend(c.display for c in (concept.coding or []) if c.display)
+def concept_texts(concept: Any) -> list[str]:
+    if not isinstance(concept, Node):
+        return []
+    out = [t for t in [text(concept.text)] if t]
+    out.extend(t for t in (text(c.display) for c in codings(concept)) if t)
+    return out
+
+
+def readable_codes(concept: Any) -> list[tuple[str, str]]:
+    """(canonical system, raw code) of the codings in systems whose silence we can read; an
+    ICD-10-CM code that is not a valid ICD-10-CM code does not count."""
+    out = []
+    for coding in codings(concept):
+        system = term.canonical_system(coding.system)
+        code = coding.code
+        if system not in _READABLE_CONDITION_SYSTEMS or not isinstance(code, (str, int)) or str(code).strip() == "":
+            continue
+        if system == term.ICD10CM and not term.icd10cm_valid(str(code).strip()):
+            continue
+        out.append((system, str(code).strip()))
     return out
 
 
@@ -74,52 +150,92 @@ class Mapping:
     default_indication: str
     indications: list[tuple[str, CodeSet]]
     precedence: dict[str, list]
-    condition_defaults: dict[str, Any]
+    assumed: dict[str, Any]
+    withheld_when: dict[str, dict[str, Any]]
     conditions: list[tuple[str, CodeSet, dict, dict]]      # name, codes, active, past
+    substance_set: CodeSet
     substances: list[tuple[str, CodeSet]]
     remission_suffixes: tuple[str, ...]
     use_only_suffixes: tuple[str, ...]
     medication_classes: list[tuple[str, CodeSet]]
     allergies: dict[str, CodeSet]
     observations: dict
+    systolic: CodeSet
+    diastolic: CodeSet
     questionnaire: dict
 
     def codeset(self, spec: dict) -> CodeSet:
-        return _codeset(spec, self.systems)
+        return _codeset(spec)
+
+    @property
+    def condition_defaults(self) -> dict[str, Any]:
+        return self.assumed
+
+    def valuesets_for_field(self, path: str) -> list[str]:
+        """The value sets (ids) whose codes set an intake field: what a field catalog links to."""
+        out: list[str] = []
+        for _, codes, active, past in self.conditions:
+            if path in active or path in past:
+                out.extend(vs.id for vs in codes.valuesets if vs.id not in out)
+        if path == "substance_use":
+            out.extend(vs.id for vs in self.substance_set.valuesets)
+        return out
 
 
-def _codeset(spec: dict, systems: dict[str, str]) -> CodeSet:
+def _codeset(spec: dict) -> CodeSet:
+    sets = term.load_valuesets()
     exact, prefixes = set(), []
     for key in ("snomed", "rxnorm", "loinc"):
-        exact.update((systems[key], str(c)) for c in spec.get(key) or [])
-    for key in ("icd10cm", "atc"):
-        prefixes.extend((systems[key], _norm(str(c))) for c in spec.get(key) or [])
-    names = spec.get("names") or []
-    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.I) if names else None
-    return CodeSet(frozenset(exact), tuple(prefixes), pattern)
+        system = term.KEYS[key]
+        exact.update((system, str(c)) for c in spec.get(key) or [])
+    for key in ("icd10cm", "icd9cm", "atc"):
+        system = term.KEYS[key]
+        prefixes.extend((system, term.normalize(system, str(c))) for c in spec.get(key) or [])
+    names = [str(n) for n in spec.get("names") or []]
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")", re.IGNORECASE) if names else None
+    valuesets = []
+    for vid in spec.get("valuesets") or []:
+        if vid not in sets:
+            raise ValueError(f"value set {vid!r} is not in service/cdshooks/terminology/vsac/")
+        valuesets.append(sets[vid])
+    for vid in spec.get("valuesets_by_name") or []:
+        # the published set, narrowed to the codes whose published display names one of `names`
+        vs = sets[vid]
+        keep = {(s, c) for (s, c), d in vs.displays.items() if pattern is not None and pattern.search(d)}
+        codes = {s: frozenset(c for (s2, c) in keep if s2 == s) for s in vs.codes}
+        valuesets.append(term.ValueSet(vs.id, f"{vs.title} ({', '.join(names[:3])}…)", vs.url, vs.version,
+                                       vs.expansion, vs.source, "split by ingredient name", codes,
+                                       {k: v for k, v in vs.displays.items() if k in keep}))
+    return CodeSet(tuple(valuesets), frozenset(exact), tuple(prefixes), pattern)
 
 
 def load_mapping(path: Path | str = MAPPING_PATH) -> Mapping:
     raw = yaml.safe_load(Path(path).read_text())
-    systems = raw["systems"]
-    cs = lambda spec: _codeset(spec, systems)  # noqa: E731 - a one-line shorthand for the table below
     subst = raw["substance_use"]
+    obs = raw["observations"]
+    absence = raw.get("absence") or {}
     return Mapping(
         raw=raw,
-        systems=systems,
-        orders={drug: (spec["route"], cs(spec)) for drug, spec in raw["orders"].items()},
+        systems=raw["systems"],
+        orders={drug: (spec["route"], _codeset(spec)) for drug, spec in raw["orders"].items()},
         default_indication=raw["indications"]["default"],
-        indications=[(r["indication"], cs(r)) for r in raw["indications"]["rules"]],
+        indications=[(r["indication"], _codeset(r)) for r in raw["indications"]["rules"]],
         precedence={k: list(v) for k, v in (raw.get("precedence") or {}).items()},
-        condition_defaults=dict(raw.get("condition_defaults") or {}),
-        conditions=[(c["name"], cs(c), dict(c.get("active") or {}), dict(c.get("past") or {}))
+        assumed=dict(absence.get("assumed") or {}),
+        withheld_when={k: dict(v) for k, v in (absence.get("withheld_when") or {}).items()},
+        conditions=[(c["name"], _codeset(c), dict(c.get("active") or {}), dict(c.get("past") or {}))
                     for c in raw["conditions"]],
-        substances=[(s["substance"], cs(s)) for s in subst["substances"]],
+        substance_set=_codeset({"valuesets": subst.get("valuesets") or []}),
+        # each substance also takes the codes of the published sets whose display names it
+        substances=[(s["substance"], _codeset({**s, "valuesets_by_name": subst.get("valuesets") or []}))
+                    for s in subst["substances"]],
         remission_suffixes=tuple(str(s) for s in subst.get("remission_icd10cm") or ()),
         use_only_suffixes=tuple(str(s) for s in subst.get("use_without_disorder_icd10cm") or ()),
-        medication_classes=[(m["class"], cs(m)) for m in raw["medication_classes"]],
-        allergies={path: cs(spec) for path, spec in raw["allergies"].items()},
-        observations=raw["observations"],
+        medication_classes=[(m["class"], _codeset(m)) for m in raw["medication_classes"]],
+        allergies={path: _codeset(spec) for path, spec in raw["allergies"].items()},
+        observations=obs,
+        systolic=_codeset({"loinc": obs["systolic"], "valuesets": obs.get("systolic_valuesets") or []}),
+        diastolic=_codeset({"loinc": obs["diastolic"]}),
         questionnaire=raw.get("questionnaire") or {},
     )
 
@@ -133,8 +249,9 @@ def default_mapping() -> Mapping:
 
 @dataclass
 class FhirRecord:
-    """Parsed FHIR resources for one patient. ``None`` for a list means it could not be read;
-    an empty list means it was read and holds nothing."""
+    """The patient's FHIR resources (Nodes). ``None`` for a list means it could not be read;
+    an empty list means it was read and holds nothing. ``resolve`` finds a referenced resource
+    (a Medication named by medicationReference) among the Bundles the request carried."""
     patient: Any = None
     observations: list = field(default_factory=list)
     conditions: list | None = None
@@ -142,11 +259,30 @@ class FhirRecord:
     allergies: list | None = None
     questionnaire_responses: list = field(default_factory=list)
     other_draft_orders: list = field(default_factory=list)
+    index: dict[str, Node] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def resolve(self, reference: Any, container: Any = None) -> Node | None:
+        return resolve_reference(reference, container, self.index)
+
+
+def resolve_reference(reference: Any, container: Any, index: dict[str, Node]) -> Node | None:
+    if not isinstance(reference, str) or not reference:
+        return None
+    if reference.startswith("#") and isinstance(container, Node):
+        for res in many(container.contained):
+            if isinstance(res, Node) and res.id == reference[1:]:
+                return res
+        return None
+    if reference in index:
+        return index[reference]
+    tail = "/".join(reference.rstrip("/").split("/")[-2:])  # an absolute URL -> Type/id
+    return index.get(tail)
 
 
 @dataclass(frozen=True)
 class DraftOrder:
-    resource: Any          # the MedicationRequest
+    resource: Any          # the MedicationRequest (Node)
     drug: str              # ketamine | esketamine
     route: str             # the intake route
     matched: str           # the coding or text that identified it
@@ -156,43 +292,73 @@ class DraftOrder:
 class MappedIntake:
     raw: dict
     sources: dict[str, list[str]]      # intake path -> where its value came from
-    notes: list[str]                   # assumptions the card must show (e.g. default indication)
+    notes: list[str]                   # what the card must show (default indication...)
+    assumptions: list[str] = field(default_factory=list)   # fields taken from silence: confirm them
+    warnings: list[str] = field(default_factory=list)      # what in the record could not be read
 
 
-def find_ketamine_orders(draft_orders: Iterable[Any], mapping: Mapping) -> list[DraftOrder]:
+def medication_concepts(resource: Any, index: dict[str, Node] | None = None) -> list[Node]:
+    """The drug of a MedicationRequest / MedicationStatement: its medicationCodeableConcept, or
+    the code and ingredient codes of the Medication its medicationReference names (contained,
+    or a Bundle entry), or the reference's display. R5's ``medication`` (CodeableReference) too."""
+    if not isinstance(resource, Node):
+        return []
+    concept = resource.medicationCodeableConcept
+    reference = resource.medicationReference
+    r5 = resource.medication
+    if isinstance(r5, Node):
+        concept = concept or r5.concept
+        reference = reference or r5.reference
+    out: list[Node] = [concept] if isinstance(concept, Node) else []
+    if isinstance(reference, Node):
+        med = resolve_reference(reference.reference, resource, index or {})
+        if med is not None and rtype(med) == "Medication":
+            if isinstance(med.code, Node):
+                out.append(med.code)
+            for ing in many(med.ingredient):
+                if isinstance(ing, Node):
+                    item = ing.itemCodeableConcept or (ing.item.concept if isinstance(ing.item, Node) else None)
+                    if isinstance(item, Node):
+                        out.append(item)
+        if text(reference.display):
+            out.append(Node({"text": reference.display}))
+    return out
+
+
+def medication_concept(resource: Any, contained: dict | None = None) -> Any:
+    found = medication_concepts(resource, contained)
+    return found[0] if found else None
+
+
+def find_ketamine_orders(draft_orders: Iterable[Any], mapping: Mapping,
+                         index: dict[str, Node] | None = None) -> list[DraftOrder]:
     found = []
     for resource in draft_orders:
-        if getattr(resource, "__resource_type__", None) != "MedicationRequest":
+        if rtype(resource) not in ("MedicationRequest", "MedicationOrder"):
             continue
-        concept = medication_concept(resource)
+        concepts = medication_concepts(resource, index)
         # esketamine first, so that a concept coded for both is screened as the nasal spray
         for drug in ("esketamine", "ketamine"):
             route, codes = mapping.orders[drug]
-            hit = codes.matches(concept)
+            hit = next((h for h in (codes.matches(c) for c in concepts) if h), None)
             if hit:
                 found.append(DraftOrder(resource, drug, route, hit))
                 break
     return found
 
 
-def medication_concept(resource: Any, contained: dict | None = None) -> Any:
-    """The CodeableConcept of a MedicationRequest / MedicationStatement, following a reference
-    to a contained Medication."""
-    concept = getattr(resource, "medicationCodeableConcept", None)
-    if concept is not None:
-        return concept
-    ref = getattr(resource, "medicationReference", None)
-    if ref is None:
-        return None
-    for med in getattr(resource, "contained", None) or []:
-        if ref.reference and ref.reference.lstrip("#") == med.id and getattr(med, "code", None) is not None:
-            return med.code
-    if contained and ref.reference in contained:
-        return contained[ref.reference].code
-    if ref.display:
-        from fhir.resources.R4B.codeableconcept import CodeableConcept
-        return CodeableConcept(text=ref.display)
-    return None
+def unnamed_orders(draft_orders: Iterable[Any], index: dict[str, Node] | None = None) -> list[str]:
+    """Medication orders whose drug has no name we can read (a code only, not one we know):
+    if one is ketamine it cannot be screened, and the clinician is told."""
+    out = []
+    for resource in draft_orders:
+        if rtype(resource) not in ("MedicationRequest", "MedicationOrder"):
+            continue
+        concepts = medication_concepts(resource, index)
+        if not any(concept_texts(c) for c in concepts):
+            shown = ", ".join(f"{c.system or '?'}|{c.code or '?'}" for con in concepts for c in codings(con)) or "no code"
+            out.append(f"{ref(resource)} ({shown})")
+    return out
 
 
 def subject_reference(issuer: str, patient_id: str) -> str:
@@ -218,10 +384,12 @@ class _Collector:
         self.values[path] = value
         self.sources[path] = [source]
 
-    def default(self, path: str, value: Any, source: str) -> None:
+    def default(self, path: str, value: Any, source: str) -> bool:
         if path not in self.values:
             self.values[path] = value
             self.sources[path] = [source]
+            return True
+        return False
 
     def _worse(self, path: str, new: Any, old: Any) -> bool:
         if isinstance(new, bool) and isinstance(old, bool):
@@ -233,32 +401,11 @@ class _Collector:
 
 
 def _status(concept: Any) -> str | None:
-    for coding in (concept.coding if concept is not None else None) or []:
-        if coding.code:
+    for coding in codings(concept):
+        if isinstance(coding.code, str) and coding.code:
             return coding.code
-    return None
-
-
-def _ref(resource: Any) -> str:
-    return f"{resource.__resource_type__}/{resource.id or '?'}"
-
-
-def _as_date(value: Any) -> dt.date | None:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return None
-
-
-def _as_aware(value: Any) -> dt.datetime | None:
-    """A FHIR dateTime as an aware datetime. A bare date is taken as the start of that day in
-    UTC: the oldest reading of it, so a freshness rule errs on the side of 'stale'."""
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
-    return None
+    # R4 (and STU3's plain code) may carry the status as a string
+    return concept if isinstance(concept, str) and concept else None
 
 
 def _age(birth: dt.date, today: dt.date) -> int:
@@ -284,20 +431,53 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
     not an indication this service screens for."""
     col = _Collector(mapping.precedence)
     notes: list[str] = []
+    warnings: list[str] = list(record.warnings)
+    assumptions: list[str] = []
 
-    indication = _indication(order.resource, mapping, notes)
+    indication = _indication(order.resource, mapping, notes, record.index)
     if indication is None:
         return None
-    col.put("treatment.route", order.route, f"{_ref(order.resource)} ({order.matched})")
+    col.put("treatment.route", order.route, f"{ref(order.resource)} ({order.matched})")
     col.put("treatment.indication", indication[0], indication[1])
 
     _patient(record.patient, col, as_of)
-    _observations(record.observations, mapping, col)
-    substance_use = _conditions(record.conditions, mapping, col) if record.conditions is not None else None
+    _observations(record.observations, mapping, col, as_of, warnings)
+    conditions_state = None
+    if record.conditions is not None:
+        conditions_state = _conditions(record.conditions, mapping, col, warnings)
     _questionnaire(record.questionnaire_responses, mapping, col)
-    medications = _medications(record.medications, record.other_draft_orders, mapping, col)
-    _allergies(record.allergies, mapping, col)
+    medications = _medications(record.medications, record.other_draft_orders, mapping, col, record.index)
+    allergies_read = _allergies(record.allergies, mapping, col, warnings)
 
+    if conditions_state is not None:
+        substance_use, all_read = conditions_state
+        if all_read:
+            for path, value in mapping.assumed.items():
+                blockers = mapping.withheld_when.get(path) or {}
+                if any(col.values.get(k) == v for k, v in blockers.items()):
+                    continue
+                if col.default(path, value, "assumed: not on the problem list"):
+                    assumptions.append(path)
+            if not substance_use:
+                assumptions.append("substance_use")
+                col.sources["substance_use"] = ["assumed: no substance use disorder on the problem list"]
+        elif not substance_use:
+            substance_use = None  # silence of a list we could not read fully proves nothing
+    else:
+        substance_use = None
+    if medications == [] and record.medications is not None:
+        assumptions.append("medications")
+        col.sources["medications"] = ["assumed: no active medication on the medication list"]
+    if record.allergies is not None and allergies_read:
+        for path in mapping.allergies:
+            if col.default(path, False, "assumed: not on the allergy list"):
+                assumptions.append(path)
+
+    # Only fields the intake contract has: the mapping may name fields ahead of the contract (a
+    # field another change adds), and `_record.*` markers only steer the assumptions above.
+    known = intake_paths()
+    col.values = {k: v for k, v in col.values.items() if k in known}
+    assumptions = [a for a in assumptions if a in known]
     raw = _nest(col.values)
     raw["subject_id"] = subject_id
     if substance_use is not None:
@@ -306,33 +486,54 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
         raw["medications"] = medications
     ordered = {"subject_id": raw.pop("subject_id")}
     ordered.update(raw)
-    return MappedIntake(ordered, col.sources, notes)
+    return MappedIntake(ordered, col.sources, notes, assumptions, warnings)
 
 
-def _indication(order: Any, mapping: Mapping, notes: list[str]) -> tuple[str, str] | None:
-    reasons = list(order.reasonCode or [])
+@lru_cache(maxsize=1)
+def intake_paths() -> frozenset[str]:
+    from schemas.intake import catalogue
+    return frozenset(catalogue())
+
+
+def _reasons(order: Any, index: dict[str, Node]) -> list[Node]:
+    out = [c for c in many(order.reasonCode) if isinstance(c, Node)]
+    for item in many(order.reason):          # R5: CodeableReference
+        if isinstance(item, Node) and isinstance(item.concept, Node):
+            out.append(item.concept)
+    for reference in many(order.reasonReference) + [r.reference for r in many(order.reason) if isinstance(r, Node)]:
+        if isinstance(reference, Node):
+            target = resolve_reference(reference.reference, order, index)
+            if target is not None and isinstance(target.code, Node):
+                out.append(target.code)
+            elif text(reference.display):
+                out.append(Node({"text": reference.display}))
+    return out
+
+
+def _indication(order: Any, mapping: Mapping, notes: list[str], index: dict[str, Node]) -> tuple[str, str] | None:
+    reasons = _reasons(order, index)
     if not reasons:
         notes.append(f"The order gives no reason; screened for the default indication "
                      f"'{mapping.default_indication}'.")
-        return mapping.default_indication, "default (no reasonCode on the order)"
+        return mapping.default_indication, "default (no reason on the order)"
     for indication, codes in mapping.indications:
         for concept in reasons:
             hit = codes.matches(concept)
             if hit:
-                return indication, f"{_ref(order)} reasonCode ({hit})"
+                return indication, f"{ref(order)} reason ({hit})"
     return None
 
 
 def _patient(patient: Any, col: _Collector, as_of: dt.datetime) -> None:
-    if patient is None:
+    if not isinstance(patient, Node):
         return
-    source = _ref(patient)
-    birth = patient.birthDate
-    if isinstance(birth, dt.date):
+    source = ref(patient)
+    birth = day(patient.birthDate)
+    if birth is not None:
         col.put("patient.age_years", _age(birth, as_of.date()), f"{source} birthDate")
     sex = None
-    for ext in patient.extension or []:
-        if ext.url == "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex":
+    for ext in many(patient.extension):
+        if isinstance(ext, Node) and ext.url == "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex":
             sex = {"F": "female", "M": "male", "UNK": "unknown"}.get(ext.valueCode or "")
             if sex:
                 col.put("patient.sex_at_birth", sex, f"{source} us-core-birthsex")
@@ -342,58 +543,77 @@ def _patient(patient: Any, col: _Collector, as_of: dt.datetime) -> None:
         col.put("patient.sex_at_birth", patient.gender, f"{source} gender")
 
 
-def _code_in(concept: Any, system: str, code: str) -> bool:
-    return any(c.system == system and c.code == code for c in (concept.coding if concept else None) or [])
+def _code_in(concept: Any, codes: Iterable[str]) -> bool:
+    wanted = set(codes)
+    return any(term.canonical_system(c.system) == term.LOINC and c.code in wanted for c in codings(concept))
 
 
-def _observations(observations: list, mapping: Mapping, col: _Collector) -> None:
-    loinc = mapping.systems["loinc"]
+def _when(obs: Any) -> dt.datetime | None:
+    for value in (obs.effectiveDateTime, obs.effectiveInstant,
+                  obs.effectivePeriod.start if isinstance(obs.effectivePeriod, Node) else None, obs.issued):
+        parsed = when(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _quantity(value: Any) -> float | None:
+    return number(value.value) if isinstance(value, Node) else None
+
+
+def _observations(observations: list, mapping: Mapping, col: _Collector, as_of: dt.datetime,
+                  warnings: list[str]) -> None:
     spec = mapping.observations
-    usable = [o for o in observations if o.status in _OBS_OK and _as_aware(_when(o)) is not None]
-    usable.sort(key=lambda o: _as_aware(_when(o)), reverse=True)
+    usable = [(o, _when(o)) for o in observations if isinstance(o, Node) and o.status in _OBS_OK]
+    usable = sorted(((o, t) for o, t in usable if t is not None), key=lambda p: p[1], reverse=True)
 
-    for obs in usable:  # the latest reading that has both pressures
-        sbp = dbp = None
-        for comp in obs.component or []:
-            if _code_in(comp.code, loinc, spec["systolic"]) and comp.valueQuantity is not None:
-                sbp = comp.valueQuantity.value
-            if _code_in(comp.code, loinc, spec["diastolic"]) and comp.valueQuantity is not None:
-                dbp = comp.valueQuantity.value
-        if sbp is not None and dbp is not None:
-            source = f"{_ref(obs)} (LOINC {spec['blood_pressure_panel']})"
-            col.put("vitals.systolic_bp", int(round(sbp)), source)
-            col.put("vitals.diastolic_bp", int(round(dbp)), source)
-            col.put("vitals.measured_at", _as_aware(_when(obs)), source)
-            break
-    for obs in usable:
-        if _code_in(obs.code, loinc, spec["heart_rate"]) and obs.valueQuantity is not None:
-            col.put("vitals.heart_rate", int(round(obs.valueQuantity.value)), f"{_ref(obs)} (LOINC {spec['heart_rate']})")
+    # blood pressure: the latest systolic and the latest diastolic, panel component or single
+    latest: dict[str, tuple[float, dt.datetime, str]] = {}
+    for obs, taken in usable:
+        readings = []
+        for comp in many(obs.component):
+            if isinstance(comp, Node):
+                readings.append((comp.code, _quantity(comp.valueQuantity), "component"))
+        readings.append((obs.code, _quantity(obs.valueQuantity), "value"))
+        for concept, value, how in readings:
+            if value is None:
+                continue
+            for name, codes in (("systolic", mapping.systolic), ("diastolic", mapping.diastolic)):
+                if name not in latest and codes.matches(concept):
+                    latest[name] = (value, taken, f"{ref(obs)} ({codes.matches(concept)}, {how})")
+    if "systolic" in latest and "diastolic" in latest:
+        (sbp, t1, s1), (dbp, t2, s2) = latest["systolic"], latest["diastolic"]
+        col.put("vitals.systolic_bp", int(round(sbp)), s1)
+        col.put("vitals.diastolic_bp", int(round(dbp)), s2)
+        col.put("vitals.measured_at", min(t1, t2), s1 if t1 <= t2 else s2)
+    elif latest:
+        warnings.append("Only one of the two blood pressures was found in the record "
+                        f"({', '.join(latest)}): blood pressure is not screened from it.")
+    for obs, _ in usable:
+        value = _quantity(obs.valueQuantity)
+        if _code_in(obs.code, [spec["heart_rate"]]) and value is not None:
+            col.put("vitals.heart_rate", int(round(value)), f"{ref(obs)} (LOINC {spec['heart_rate']})")
             break
     for path, key in (("patient.pregnant", "pregnancy_status"), ("patient.breastfeeding", "breastfeeding_status")):
         status = spec[key]
-        for obs in usable:
-            if not _code_in(obs.code, loinc, status["code"]):
+        for obs, taken in usable:
+            if not _code_in(obs.code, [status["code"]]):
                 continue
             value = _observed_flag(obs, status)
-            if value is not None:
-                col.put(path, value, f"{_ref(obs)} (LOINC {status['code']})")
-            break  # only the latest status counts, even when it says "unknown"
-
-
-def _when(obs: Any) -> Any:
-    if obs.effectiveDateTime is not None:
-        return obs.effectiveDateTime
-    if obs.effectivePeriod is not None and obs.effectivePeriod.start is not None:
-        return obs.effectivePeriod.start
-    if obs.effectiveInstant is not None:
-        return obs.effectiveInstant
-    return obs.issued
+            age_days = (as_of - taken).days
+            limit = status.get("negative_valid_days") if value is False else status.get("positive_valid_days")
+            if value is not None and limit is not None and age_days > int(limit):
+                warnings.append(f"{ref(obs)} ({'not ' if value is False else ''}{key.split('_')[0]}) was recorded "
+                                f"{age_days} days ago, more than {limit}: not taken as today's status.")
+            elif value is not None:
+                col.put(path, value, f"{ref(obs)} (LOINC {status['code']}, {taken.date().isoformat()})")
+            break  # only the latest status counts, even when it says "unknown" or is stale
 
 
 def _observed_flag(obs: Any, status: dict) -> bool | None:
-    if obs.valueBoolean is not None:
+    if isinstance(obs.valueBoolean, bool):
         return obs.valueBoolean
-    codes = {c.code for c in (obs.valueCodeableConcept.coding if obs.valueCodeableConcept else None) or []}
+    codes = {c.code for c in codings(obs.valueCodeableConcept)}
     if codes & set(status.get("positive") or []):
         return True
     if codes & set(status.get("negative") or []):
@@ -402,54 +622,90 @@ def _observed_flag(obs: Any, status: dict) -> bool | None:
 
 
 def _usable_condition(cond: Any) -> str | None:
-    """'active' | 'past' | None (refuted, entered in error, or no status at all)."""
+    """'active' | 'past' | None (refuted or entered in error)."""
     if _status(cond.verificationStatus) in _NOT_TRUE:
         return None
     clinical = _status(cond.clinicalStatus)
-    if clinical in _ACTIVE:
-        return "active"
     if clinical in _PAST:
         return "past"
-    # A Condition without clinicalStatus is a diagnosis with no stated end: treat it as active.
-    return "active" if clinical is None else None
+    # No clinical status, or one we do not know: a diagnosis with no stated end, read as active.
+    return "active"
 
 
-def _conditions(conditions: list, mapping: Mapping, col: _Collector) -> list[dict]:
+def _conditions(conditions: list, mapping: Mapping, col: _Collector,
+                warnings: list[str]) -> tuple[list[dict], bool]:
+    """(substance_use items, whether every entry could be read)."""
     substance_items: dict[str, dict] = {}
     substance_sources: dict[str, list[str]] = {}
+    unread: list[str] = []
     for cond in conditions:
+        if not isinstance(cond, Node):
+            continue
         state = _usable_condition(cond)
         if state is None:
             continue
-        source = _ref(cond)
+        source = ref(cond)
+        matched = False
         for name, codes, active, past in mapping.conditions:
-            hit = codes.matches(cond.code)
+            hit = codes.match(cond.code)
+            if hit is AMBIGUOUS:
+                unread.append(f"{source} ({_describe(cond.code)}: a category broader than '{name}')")
+                continue
             if not hit:
                 continue
+            matched = True
             for path, value in (active if state == "active" else past).items():
                 col.put(path, value, f"{source} {name} ({hit}, {state})")
-        for substance, codes in mapping.substances:
-            hit = codes.matches(cond.code)
-            if hit:
-                _substance(substance_items, substance, cond, state, hit, mapping)
-                substance_sources.setdefault(substance, []).append(f"{source} ({hit}, {state})")
-    for path, value in mapping.condition_defaults.items():
-        col.default(path, value, "not on the condition list")
+        substance = _substance_of(cond.code, mapping)
+        if substance:
+            matched = True
+            hit = substance[1]
+            _substance(substance_items, substance[0], cond, state, mapping)
+            substance_sources.setdefault(substance[0], []).append(f"{source} ({hit}, {state})")
+        if not matched and not readable_codes(cond.code):
+            unread.append(f"{source} ({_describe(cond.code)})")
+    if unread:
+        warnings.append("Conditions that could not be read (no SNOMED CT, ICD-10-CM or ICD-9-CM code this "
+                        "service can place): " + "; ".join(unread[:5]) + (" …" if len(unread) > 5 else "")
+                        + ". Diagnoses are therefore not assumed absent.")
     order = sorted(substance_items)
     if order:  # one entry per item, in item order, so a reason's substance_use[i] finds its records
         col.sources["substance_use"] = [", ".join(substance_sources[k]) for k in order]
-    return [substance_items[k] for k in order]
+    return [substance_items[k] for k in order], not unread
 
 
-def _substance(items: dict, substance: str, cond: Any, state: str, hit: str, mapping: Mapping) -> None:
-    icd = mapping.systems["icd10cm"]
-    code = next((_norm(c.code or "") for c in cond.code.coding or [] if c.system == icd), "")
+def _describe(concept: Any) -> str:
+    shown = [f"{c.system or 'no system'}|{c.code or '?'}" for c in codings(concept)]
+    texts = concept_texts(concept)
+    return ", ".join(shown[:2]) + (f" '{texts[0][:60]}'" if texts else "") if shown or texts else "no code or text"
+
+
+def _substance_of(concept: Any, mapping: Mapping) -> tuple[str, str] | None:
+    for substance, codes in mapping.substances:
+        hit = codes.matches(concept)
+        if hit and (hit.startswith(("ICD", "SNOMED")) or mapping.substance_set.matches(concept)
+                    or "text" in hit and _looks_like_disorder(concept)):
+            return substance, hit
+    published = mapping.substance_set.matches(concept)
+    if published:  # in the published set, naming no substance we list
+        return "other", published
+    return None
+
+
+def _looks_like_disorder(concept: Any) -> bool:
+    return any(re.search(r"\b(use|abuse|dependence|disorder|addiction)\b", t, re.IGNORECASE) for t in concept_texts(concept))
+
+
+def _substance(items: dict, substance: str, cond: Any, state: str, mapping: Mapping) -> None:
+    code = next((term.normalize(term.ICD10CM, str(c.code or "")) for c in codings(cond.code)
+                 if term.canonical_system(c.system) == term.ICD10CM), "")
     detail = code[3:]  # F10.21 -> "21"
+    texts = " ".join(concept_texts(cond.code)).lower()
     status = "active" if state == "active" else "in_remission"
-    if detail and any(detail.startswith(s) for s in mapping.remission_suffixes):
+    if (detail and any(detail.startswith(s) for s in mapping.remission_suffixes)) or "remission" in texts:
         status = "in_remission"
     disorder = not (detail and any(detail.startswith(s) for s in mapping.use_only_suffixes))
-    last_use = _as_date(cond.abatementDateTime) if status == "in_remission" else None
+    last_use = day(cond.abatementDateTime) if status == "in_remission" else None
     item = items.get(substance)
     if item is None:
         item = items[substance] = {"substance": substance, "disorder": disorder, "status": status}
@@ -465,77 +721,97 @@ def _substance(items: dict, substance: str, cond: Any, state: str, hit: str, map
         item["last_use"] = last_use
 
 
-def _medications(statements: list | None, drafts: list, mapping: Mapping, col: _Collector) -> list[dict] | None:
+def _medications(statements: list | None, drafts: list, mapping: Mapping, col: _Collector,
+                 index: dict[str, Node]) -> list[dict] | None:
     if statements is None:
         return None
     out: list[dict] = []
     seen: set[tuple[str, str]] = set()
     for resource in list(statements) + list(drafts):
-        ok = _MS_OK if resource.__resource_type__ == "MedicationStatement" else _MR_OK
+        ok = _MS_OK if rtype(resource) == "MedicationStatement" else _MR_OK
         if resource.status not in ok:
             continue
-        concept = medication_concept(resource)
-        if concept is None:
+        concepts = medication_concepts(resource, index)
+        if not concepts:
             continue
-        names = _texts(concept)
-        name = (names[0] if names else next((c.code for c in concept.coding or [] if c.code), "unnamed medication"))[:200]
-        klass = next((k for k, codes in mapping.medication_classes if codes.matches(concept)), "other")
+        names = [t for c in concepts for t in concept_texts(c)]
+        first_code = next((str(c.code) for con in concepts for c in codings(con) if c.code), "unnamed medication")
+        name = (names[0] if names else first_code)[:200]
+        klass = next((k for k, codes in mapping.medication_classes if any(codes.matches(c) for c in concepts)), "other")
         if (name.lower(), klass) not in seen:
             seen.add((name.lower(), klass))
             out.append({"name": name, "class": klass})
-            col.sources.setdefault("medications", []).append(_ref(resource))
+            col.sources.setdefault("medications", []).append(ref(resource))
     return out
 
 
-def _allergies(allergies: list | None, mapping: Mapping, col: _Collector) -> None:
+def _allergies(allergies: list | None, mapping: Mapping, col: _Collector, warnings: list[str]) -> bool:
+    """Whether every entry could be read. Every ketamine or esketamine product's RxNorm name
+    carries its ingredient's name, which the table matches; an entry with a code and no name or
+    text (a code the table does not list) could be either drug, so the list's silence proves nothing."""
     if allergies is None:
-        return
+        return False
+    unread = []
     for allergy in allergies:
+        if not isinstance(allergy, Node):
+            continue
         if _status(allergy.verificationStatus) in _NOT_TRUE:
             continue
         if _status(allergy.clinicalStatus) in ("inactive", "resolved"):
             continue
+        matched = False
         for path, codes in mapping.allergies.items():
             hit = codes.matches(allergy.code)
             if hit:
-                col.put(path, True, f"{_ref(allergy)} ({hit})")
-    for path in mapping.allergies:
-        col.default(path, False, "not on the allergy list")
+                matched = True
+                col.put(path, True, f"{ref(allergy)} ({hit})")
+        if not matched and not concept_texts(allergy.code):
+            unread.append(f"{ref(allergy)} ({_describe(allergy.code)})")
+    if unread:
+        warnings.append("Allergies that could not be read (a code with no name this service can place): "
+                        + "; ".join(unread[:5]) + (" …" if len(unread) > 5 else "")
+                        + ". Ketamine and esketamine allergies are therefore not assumed absent.")
+    return not unread
 
 
 def _questionnaire(responses: list, mapping: Mapping, col: _Collector) -> None:
     spec = mapping.questionnaire
     wanted_url = spec.get("url")
-    candidates = [r for r in responses if r.status == "completed"
-                  and (not wanted_url or (r.questionnaire or "").split("|")[0] == wanted_url)]
+    candidates = [r for r in responses if isinstance(r, Node) and r.status == "completed"
+                  and (not wanted_url or str(r.questionnaire or "").split("|")[0] == wanted_url)]
     if not candidates:
         return
-    latest = max(candidates, key=lambda r: _as_aware(r.authored) or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    latest = max(candidates, key=lambda r: when(r.authored) or oldest)
     allowed = set(spec.get("fields") or [])
     link_ids = spec.get("link_ids") or {}
-    source = _ref(latest)
-    for item in _items(latest.item or []):
+    source = ref(latest)
+    for item in _items(many(latest.item)):
         path = link_ids.get(item.linkId, item.linkId)
-        if path not in allowed or not item.answer:
+        answers = [a for a in many(item.answer) if isinstance(a, Node)]
+        if path not in allowed or not answers:
             continue
-        value = _answer(item.answer[0])
+        value = _answer(answers[0])
         if value is not None:
             col.put(path, value, f"{source} item {item.linkId}")
 
 
 def _items(items: list) -> Iterable[Any]:
     for item in items:
+        if not isinstance(item, Node):
+            continue
         yield item
-        yield from _items(item.item or [])
-        for answer in item.answer or []:
-            yield from _items(answer.item or [])
+        yield from _items(many(item.item))
+        for answer in many(item.answer):
+            if isinstance(answer, Node):
+                yield from _items(many(answer.item))
 
 
 def _answer(answer: Any) -> Any:
     for attr in ("valueBoolean", "valueInteger", "valueDate", "valueString"):
         value = getattr(answer, attr, None)
-        if value is not None:
+        if value is not None and not isinstance(value, (Node, list)):
             return value
-    if answer.valueCoding is not None:
+    if isinstance(answer.valueCoding, Node):
         return answer.valueCoding.code
     return None
