@@ -66,7 +66,8 @@ def _rule(i: int) -> dict:
 def write_pack(directory: Path, size: int) -> Path:
     """A pack of ``size`` rules in ``directory`` (created), ready for ``load_ruleset``."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "pack.yaml").write_text(yaml.safe_dump({"name": f"generated-{size}", "version": "1"}))
+    # A version of its own per size: a reload refuses a changed pack under an unchanged version.
+    (directory / "pack.yaml").write_text(yaml.safe_dump({"name": f"generated-{size}", "version": f"1.{size}"}))
     rules = [_rule(i) for i in range(size)]
     if rules and "concludes" in rules[-1]:  # a finding nobody uses is fine, but keep packs uniform
         rules[-1] = {**_rule(size - 2), "id": f"g{size - 1:05d}"}

@@ -47,6 +47,16 @@ def component_schema(openapi: dict, name: str, description: str | None = None) -
     return doc
 
 
+def catalog_document(catalog) -> dict:
+    """The intake JSON Schema a field catalog gives (for comparing a candidate catalog with the
+    published one; the published file itself comes from the served description)."""
+    from service.api.openapi import intake_components
+
+    components = intake_components(catalog.intake_schema(), "intake", "catalog")
+    openapi = {"info": {"version": "catalog"}, "components": {"schemas": components}}
+    return component_schema(openapi, "Intake", FILES["intake.schema.json"][1])
+
+
 def render(openapi: dict) -> dict[str, str]:
     """file name -> file text, exactly as committed under schemas/json/."""
     return {

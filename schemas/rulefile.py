@@ -94,6 +94,9 @@ class PackSchema(_Strict):
     citations = fields.Dict(keys=fields.String(validate=CITATION_CODE), values=fields.Nested(CitationSourceSchema),
                             load_default=dict)
     optional = fields.List(fields.Nested(OptionalAnswerSchema), load_default=list)
+    # The pack's field catalog, a file in the pack directory (default: fields.yaml if present).
+    fields = fields.String(validate=FullMatch(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.yaml$",
+                                          error="must be the name of a .yaml file in the pack directory"))
 
 
 class FixturesFileSchema(_Strict):

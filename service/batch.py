@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from service.config import Settings
-from schemas.intake import IntakeSchema
 from service.errors import ServiceError
-from service.fastload import FastLoader
 from service.intake_reader import Limits, read_intake
 from service.ruleset import Ruleset, load_ruleset
 from service.screening import screen
@@ -109,8 +107,8 @@ class LineScreener:
         self.ruleset = ruleset
         self.as_of = as_of
         self.limits = Limits.of(settings)
-        # marshmallow's contract, on a fast path for valid intakes (service.fastload)
-        self.loader = FastLoader(IntakeSchema())
+        # the catalog of the rules this batch runs, on its fast path for valid intakes (service.fastload)
+        self.loader = ruleset.intake_loader
 
     def __call__(self, number: int, data: bytes, summary: Summary) -> str:
         try:
@@ -120,7 +118,17 @@ class LineScreener:
         else:
             record = {"line": number, "decision": screen(intake, self.ruleset, as_of=self.as_of).to_dict()}
         summary.count(record)
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return json_line(record)
+
+
+# Characters that JSON leaves raw but that many line readers (Python's str.splitlines, JavaScript)
+# take for a line break: escaped, so one record is always one line of the output.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(record: dict) -> str:
+    """One output record: compact JSON, Unicode kept, nothing a reader could split, then \\n."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS) + "\n"
 
 
 _worker: LineScreener | None = None

@@ -16,6 +16,7 @@ the directory holds a broken pack serves the last good one instead of failing to
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from service.engine import EngineError, compile_rules
 from service.policy.loader import load_pack
+from service.policy.model import RulePack
 from service.policy.problems import RulePackError
 from service.policy.testing import run_tests
 from service.ruleset import Ruleset, RulesetHolder, load_ruleset
@@ -46,9 +48,62 @@ class ReloadOutcome:
     digest: str | None = None
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # True for the first worker to report this change: every gunicorn worker checks the same
+    # edit, and metrics count the change once, not once per worker.
+    first: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Catalog fields the service binds when it starts: the rule-file contract (applies_to) and the
+# CDS Hooks order mapping read them at import. A change to them is taken on by a restart.
+BOUND_AT_START = {
+    "treatment.route": "the routes a rule may name in applies_to, and the CDS Hooks order mapping, are read when the service starts",
+    "treatment.indication": "the indications a rule may name in applies_to, and the CDS Hooks indication mapping, are read when the service starts",
+}
+
+
+def restart_reasons(current: RulePack, candidate: RulePack) -> list[str]:
+    """Why the candidate cannot be taken on by a reload (empty: it can)."""
+    out = []
+    for path, why in BOUND_AT_START.items():
+        old, new = current.catalog.definition(path), candidate.catalog.definition(path)
+        if (old.spec if old else None) != (new.spec if new else None):
+            out.append(f"this change needs a restart because {why}: '{path}' changed in the field catalog")
+    return out
+
+
+def version_problem(current: RulePack, candidate: RulePack) -> str | None:
+    """A changed pack under an unchanged version: decisions would name a version that no longer
+    says which rules made them."""
+    if candidate.digest != current.digest and candidate.version == current.version:
+        return (f"the rules changed (digest {candidate.digest[:19]}…) but pack.yaml still says version "
+                f"{candidate.version}: bump `version` with every change")
+    return None
+
+
+def first_report(state_dir: Path, kind: str, key: str) -> bool:
+    """True for the first process to report (kind, key): a marker file created exclusively,
+    shared by the workers of one service through SCREENING_STATE_DIR."""
+    marks = state_dir / "reload-reports"
+    try:
+        marks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(marks / f"{kind}-{key.replace(':', '-')[:80]}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # no shared state: count it here rather than lose it
+    os.close(fd)
+    return True
+
+
+def content_key(pack_dir: Path) -> str:
+    """A digest of the candidate's files as written (a broken pack has no rules digest)."""
+    digest = hashlib.sha256()
+    for path in sorted(pack_dir.glob("*.yaml")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
 
 
 def snapshot(rules_dir: Path) -> Path:
@@ -101,10 +156,12 @@ def compile_in_child(pack_dir: Path, backend: str, timeout: float) -> str | None
     return None
 
 
-def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float) -> tuple[Ruleset | None, list[str]]:
-    """Every check a pack must pass before it may screen anyone."""
+def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float,
+                       shown_as: Path | None = None) -> tuple[Ruleset | None, list[str]]:
+    """Every check a pack must pass before it may screen anyone. ``shown_as``: the directory
+    problems name (the candidate is a snapshot of it)."""
     try:
-        pack = load_pack(pack_dir)  # lint first: cheap, and the clearest messages
+        pack = load_pack(pack_dir, shown_as)  # lint first: cheap, and the clearest messages
     except RulePackError as exc:
         return None, [str(p) for p in exc.problems if p.level == "error"]
     problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)))
@@ -114,6 +171,7 @@ def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float) -> 
         ruleset = Ruleset(pack, compile_rules(pack.rules, backend))  # proven to finish in the child
     except EngineError as exc:
         return None, [str(exc)]
+    ruleset.intake_loader  # the candidate's validator, built before it is swapped in
     report = run_tests(ruleset)
     if report.failed:
         return None, [f"rule test failed: {r.case.location} {r.case.name}" for r in report.failed]
@@ -161,6 +219,7 @@ class Reloader:
         self._lock = threading.Lock()
         self._seen = signature(self.rules_dir)
         self._stop = threading.Event()
+        self._refused = False
         self.last_outcome: ReloadOutcome | None = None
 
     def reload(self) -> ReloadOutcome:
@@ -168,24 +227,37 @@ class Reloader:
             started = time.monotonic()
             self._seen = signature(self.rules_dir)
             candidate_dir = snapshot(self.rules_dir)
+            served = self.holder.current.pack.digest
             try:
                 outcome = self._reload_from(candidate_dir)
+                # One change = from what every worker serves to what was written: the same key in
+                # every worker, a new one when the edit is reverted and made again.
+                changed_to = outcome.digest if outcome.status == "loaded" else content_key(candidate_dir)
+                key = hashlib.sha256(f"{served}>{changed_to}".encode()).hexdigest()[:32]
             finally:
                 shutil.rmtree(candidate_dir.parent, ignore_errors=True)
             outcome.seconds = round(time.monotonic() - started, 3)
+            if outcome.status != "unchanged":
+                outcome.first = first_report(self.state_dir, outcome.status, key)
             self.last_outcome = outcome
+            was_refused = self._refused
+            self._refused = outcome.status == "refused"
             if outcome.status == "refused":
                 self.holder.last_error = f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} reload refused: " + "; ".join(outcome.problems[:5])
-                log.error("rules reload refused, still serving %s %s: %s", self.holder.current.pack.version,
-                          self.holder.current.pack.digest, "; ".join(outcome.problems[:20]))
+                if not was_refused or outcome.first:
+                    log.error("rules reload refused, still serving %s %s: %s", self.holder.current.pack.version,
+                              self.holder.current.pack.digest, "; ".join(outcome.problems[:20]))
             elif outcome.status == "loaded":
                 log.info("rules reloaded: %s %s", outcome.version, outcome.digest)
+            if was_refused and outcome.status != "refused":
+                current = self.holder.current.pack
+                log.info("rules reload error cleared: serving %s %s", current.version, current.digest)
             if self.on_outcome:
                 self.on_outcome(outcome)
             return outcome
 
     def _reload_from(self, candidate_dir: Path) -> ReloadOutcome:
-        ruleset, problems = validate_candidate(candidate_dir, self.backend, self.compile_timeout)
+        ruleset, problems = validate_candidate(candidate_dir, self.backend, self.compile_timeout, self.rules_dir)
         current = self.holder.current.pack
         if ruleset is None:
             return ReloadOutcome("refused", "the candidate ruleset was refused; the last good one keeps serving",
@@ -194,6 +266,13 @@ class Reloader:
         if (new.digest, new.version) == (current.digest, current.version):
             self.holder.last_error = None
             return ReloadOutcome("unchanged", "the rules are unchanged", new.version, new.digest)
+        refusals = restart_reasons(current, new)
+        bump = version_problem(current, new)
+        if bump:
+            refusals.append(bump)
+        if refusals:
+            return ReloadOutcome("refused", "the candidate ruleset was refused; the last good one keeps serving",
+                                 current.version, current.digest, refusals)
         self.holder.swap(ruleset)
         try:
             save_last_good(candidate_dir, self.state_dir)

@@ -11,14 +11,11 @@ from dataclasses import dataclass
 from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
 from service import signoff
 from service.decision import Decision, jsonable
 from service.ruleset import RulesetHolder
 from service.screening import screen
 from service.store.base import DecisionStore, Review, ReviewNotAllowed, StoredDecision
-
-_intake_schema = IntakeSchema()
 
 
 @dataclass(frozen=True)
@@ -70,12 +67,14 @@ def _rescreen(store: DecisionStore, rulesets: RulesetHolder, stored: StoredDecis
         raw = signoff.with_answers(stored.intake, answers)
     except ValueError as exc:
         raise SignOffRefused({f"answers.{exc}": "cannot be set in this intake"}) from None
+    # One read of the holder: the answers are checked by the catalog of the rules that re-screen.
+    ruleset = rulesets.current
     try:
-        intake = _intake_schema.load(raw)
+        intake = ruleset.intake_loader.load(raw)
     except ValidationError as exc:
         raise SignOffRefused({f"answers.{dotted(path)}": message
                               for path, message in flatten_messages(exc.messages)}) from None
-    decision = screen(intake, rulesets.current)
+    decision = screen(intake, ruleset)
     # Recorded as asked by the physician's credential; the review on the first decision links them.
     store.save_decision(decision, jsonable(intake), client=f"{reviewer.credential}:{reviewer.client}",
                         source="rescreen")

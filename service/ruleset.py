@@ -25,6 +25,20 @@ class Ruleset:
         return self.pack.summary()
 
     @cached_property
+    def intake_schema(self):
+        """The validator of intakes for these rules, from the pack's field catalog: swapped with
+        the rules in one step, so a field added with its rule is accepted from the same moment."""
+        return self.pack.catalog.intake_schema()
+
+    @cached_property
+    def intake_loader(self):
+        """The same validator on the fast path for valid intakes (service.fastload), built once
+        per ruleset from its own schema and swapped with it: HTTP and batch use it."""
+        from service.fastload import FastLoader
+
+        return FastLoader(self.intake_schema)
+
+    @cached_property
     def completeness(self) -> CompletenessPlan:
         """What each rule reads, for the three-valued pass of a screening."""
         return CompletenessPlan(self.pack)
@@ -59,7 +73,9 @@ class Ruleset:
 def load_ruleset(path: Path | str, backend: str = "durable") -> Ruleset:
     """Load, lint and compile a pack. Raises RulePackError or EngineError; never half-loads."""
     pack = load_pack(path)
-    return Ruleset(pack, compile_rules(pack.rules, backend))
+    ruleset = Ruleset(pack, compile_rules(pack.rules, backend))
+    ruleset.intake_loader  # built here, off the request path: the first screening does not pay for it
+    return ruleset
 
 
 def default_rules_path() -> Path:

@@ -73,6 +73,18 @@ def test_one_output_line_per_input_line_in_order_with_the_same_decisions_as_scre
     assert result.exit_code == 65, result.output  # complete output, but some lines were not valid
 
 
+def test_a_value_with_unicode_line_separators_stays_on_its_one_output_line(tmp_path):
+    """JSON leaves U+2028, U+2029 and U+0085 raw, and str.splitlines (and JavaScript) break lines
+    at them: a medication named with one split its record in two (a generated property case)."""
+    raw = copy.deepcopy(example("eligible-iv"))
+    name = "Mida\u2028zo\x85la\u2029m"
+    raw["medications"] = [{"name": name, "class": "benzodiazepine"}]
+    _result, out = _run(tmp_path, [json.dumps(raw), json.dumps(example("eligible-iv"))], "--workers", "1")
+    records = _read(out)  # splitlines: any line break a reader may know
+    assert [r["line"] for r in records] == [1, 2]
+    assert name in json.dumps(records[0], ensure_ascii=False)
+
+
 def test_invalid_and_malformed_lines_are_reported_with_field_paths_without_stopping(tmp_path):
     result, out = _run(tmp_path, _intakes(8), "--workers", "1")
     records = _read(out)

@@ -148,9 +148,11 @@ def test_invented_http_methods_add_no_metric_series(client):
 
 # --- 12. `rules diff` revisions are never git options ---------------------------------------------
 
-@pytest.mark.parametrize("option", ["--current-rev", "--candidate-rev"])
-@pytest.mark.parametrize("revision", ["--output={victim}", "-o{victim}", "--remote=ext::sh", "HEAD --output={victim}",
-                                      "HEAD\n", "HEAD..main"])
+HOSTILE_REVISIONS = ["--output={victim}", "-o{victim}", "--remote=ext::sh", "HEAD --output={victim}", "HEAD\n", "HEAD..main"]
+
+
+@pytest.mark.parametrize("option", ["--against", "--current-rev", "--candidate-rev"])
+@pytest.mark.parametrize("revision", HOSTILE_REVISIONS)
 def test_rules_diff_refuses_revisions_that_are_options(tmp_path, option, revision):
     """`--current-rev '--output=/tmp/x'` was handed to `git archive`, which truncated /tmp/x."""
     import subprocess
@@ -175,6 +177,29 @@ def test_rules_diff_refuses_revisions_that_are_options(tmp_path, option, revisio
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0
     assert "revision" in result.output or "commit" in result.output, result.output
+    assert victim.read_text() == "precious\n"
+    assert not (pack_dir / "--output").exists()
+
+
+@pytest.mark.parametrize("revision", HOSTILE_REVISIONS)
+def test_rules_lint_against_never_hands_git_an_option(tmp_path, revision):
+    """`rules lint --against REV` reads the pack at REV through the same guarded checkout."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from service.cli import main
+    from tests.test_policy_workflow import make_pack
+
+    repo = tmp_path / "repo"
+    pack_dir = make_pack(repo / "rules")
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["-C", str(repo), "add", "."], check=True)
+    subprocess.run(git + ["-C", str(repo), "commit", "-qm", "pack"], check=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    CliRunner().invoke(main, ["rules", "lint", str(pack_dir), "--against", revision.format(victim=victim)])
     assert victim.read_text() == "precious\n"
     assert not (pack_dir / "--output").exists()
 

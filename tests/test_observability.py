@@ -153,7 +153,7 @@ def test_reloader_outcomes_are_counted_and_the_served_ruleset_follows(tmp_path):
     ok, failed = sample("screening_ruleset_reloads_total"), sample("screening_ruleset_reload_failures_total")
     reloader = app.extensions["reloader"]
 
-    change_rule_message(rules, "2026.11.1")
+    change_rule_message(rules, "9999.0.1-rev-b")  # never the shipped version
     assert reloader.reload().status == "loaded"
     new = app.extensions["rulesets"].current.summary
     assert new["digest"] != old["digest"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -168,7 +169,9 @@ def live(tmp_path):
     from service.app import create_app
 
     pack_dir = make_pack(tmp_path)
-    app = create_app(app_settings(tmp_path / "state", rules_dir=pack_dir,
+    # The rate limit out of reach (tests/test_rate_limit.py tests it): the token bucket refuses a
+    # burst of 400 screenings that the reload-under-load test sends when the machine is quick.
+    app = create_app(app_settings(tmp_path / "state", rules_dir=pack_dir, rate_limit="1000000/minute",
                                   database_url=f"sqlite:///{tmp_path / 'log.sqlite3'}"))
     return app, pack_dir
 
@@ -185,6 +188,15 @@ def _lower_threshold(pack_dir: Path) -> None:
     # the pack's own tests pin the boundary at 180: move them with the rule
     for test in pack_dir.glob("30-blood-pressure_test.yaml"):
         test.unlink()
+    bump_version(pack_dir, "2026.11.0-lower")
+
+
+def bump_version(pack_dir: Path, version: str) -> None:
+    """Every change names a new version (reload refuses a changed pack under an unchanged one)."""
+    pack = pack_dir / "pack.yaml"
+    text, count = re.subn(r"^version: .*$", f'version: "{version}"', pack.read_text(), flags=re.M)
+    assert count == 1
+    pack.write_text(text)
 
 
 def test_reload_swaps_a_good_candidate_and_refuses_a_broken_one(live):
@@ -324,7 +336,7 @@ def test_reload_under_load_loses_no_request_and_never_mixes_rulesets(live):
     app, pack_dir = live
     token = create_key(app.extensions["store"].keys, "load", SCOPES).token
     reloader = app.extensions["reloader"]
-    original = {p.name: p.read_text() for p in pack_dir.glob("30-blood-pressure*.yaml")}
+    original = {p.name: p.read_text() for p in [*pack_dir.glob("30-blood-pressure*.yaml"), pack_dir / "pack.yaml"]}
     digest_a = _digest(app)
     _lower_threshold(pack_dir)
     assert reloader.reload().status == "loaded"

@@ -206,6 +206,10 @@ def test_incomplete_decision_lists_the_missing_data(https_client, screened):
     assert "Incomplete" in text
     for path in decision["missing"]:
         assert f'<code class="path">{path}</code>' in text
+    # The catalog's question for each missing fact: what to ask, not only which field.
+    from schemas.intake import SHIPPED
+    question = SHIPPED.definition("vitals.systolic_bp").question
+    assert "vitals.systolic_bp" in decision["missing"] and f"Ask: {question}" in text
 
 
 def test_unknown_decision_is_a_page_not_json(https_client):

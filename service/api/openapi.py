@@ -208,8 +208,51 @@ def complete(spec: dict, app: Flask) -> dict:
     rate_limited = bool(app.config.get("RATELIMIT_ENABLED", app.extensions.get("limiter") is not None))
     for path, method, operation in _operations(doc):
         _error_responses(path, method, operation, rate_limited)
+    _intake_components(doc, app)
     _intake_examples(doc, app)
     return doc
+
+
+def _intake_components(doc: dict, app: Flask) -> None:
+    """The Intake and its parts as the served ruleset's field catalog defines them. The
+    blueprint registered the installation's schema at start; a reload that brings a catalog
+    with another field replaces those components, so the description never lags the validator."""
+    from schemas.intake import SHIPPED
+
+    ruleset = getattr(app.extensions.get("rulesets"), "current", None)
+    catalog = getattr(getattr(ruleset, "pack", None), "catalog", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    if catalog is None or catalog.digest == SHIPPED.digest or "Intake" not in schemas:
+        return
+    derived = intake_components(ruleset.intake_schema, doc["info"]["title"], doc["info"]["version"], doc["openapi"])
+    for name in _component_closure(schemas, "Intake"):
+        schemas.pop(name, None)
+    schemas.update(derived)
+
+
+def intake_components(intake_schema, title: str = "intake", version: str = "1", openapi: str = "3.0.3") -> dict:
+    """OpenAPI components for an intake schema, converted as the served description converts
+    it (one converter, so the JSON Schema of a candidate catalog compares with the published one)."""
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title, version, openapi, plugins=[plugin])
+    plugin.converter.add_attribute_function(_nullable_ref_is_null)
+    spec.components.schema("Intake", schema=intake_schema)
+    return spec.to_dict()["components"]["schemas"]
+
+
+def _component_closure(schemas: dict, name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in schemas:
+            continue
+        seen.add(current)
+        text = json.dumps(schemas[current])
+        todo.extend(part.split('"')[0] for part in text.split("#/components/schemas/")[1:])
+    return seen
 
 
 _DESCRIPTION = """\
@@ -310,9 +353,10 @@ def _intake_examples(doc: dict, app: Flask) -> None:
     ruleset = getattr(holder, "current", None)
     requests: dict[str, dict] = {}
     decisions: dict[str, dict] = {}
+    schema = ruleset.intake_schema if ruleset is not None else IntakeSchema()  # the served catalog's
     for name, raw in shipped_examples().items():
         try:
-            intake = IntakeSchema().load(raw)
+            intake = schema.load(raw)
         except ValidationError as exc:  # a broken example must not break the description
             log.warning("examples/%s.json is not a valid intake: %s", name, exc.messages)
             continue

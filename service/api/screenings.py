@@ -13,14 +13,9 @@ from schemas.intake import IntakeSchema
 from service.api.jsonbody import load_body
 from service.auth import require_scope
 from service.decision import jsonable
-from service.fastload import FastLoader
 from service.screening import screen
 
 blp = Blueprint("screenings", __name__, url_prefix="/v1", description="Screen an intake for ketamine treatment.")
-
-# The intake contract (IntakeSchema), loaded on a fast path for valid intakes; invalid ones get
-# marshmallow's own errors (service.fastload).
-_intake_loader = FastLoader(IntakeSchema())
 
 
 class ScreeningQuerySchema(Schema):
@@ -39,8 +34,10 @@ class ScreeningQuerySchema(Schema):
 @blp.alt_response(503, schema=ErrorSchema, description="The decision log is down: no decision is given (Retry-After).")
 def create_screening(explain: bool = False):
     """Screen one intake."""
-    intake = load_body(_intake_loader, "intake")
+    # One read of the holder: the intake is validated by the catalog of the rules that screen it,
+    # on that ruleset's fast path for valid intakes (marshmallow's own errors otherwise).
     ruleset = current_app.extensions["rulesets"].current
+    intake = load_body(ruleset.intake_loader, "intake")
     decision = screen(intake, ruleset, explain=explain)
     g.decision = decision  # for request logs and metrics, which never see intake values
     # Encoded once: the same text is the response and the log's record of it.

@@ -19,7 +19,6 @@ from marshmallow import ValidationError
 
 from schemas.cdshooks import FEEDBACK_OUTCOMES
 from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
 from service.cdshooks.cards import (
     decision_card,
     prune_empty,
@@ -193,7 +192,7 @@ def call_service(service_id: str):
         if mapped is None:
             continue  # not a screening indication (e.g. procedural anaesthesia)
         try:
-            intake = IntakeSchema().load(jsonable(mapped.raw))
+            intake = ruleset.intake_schema.load(jsonable(mapped.raw))
         except ValidationError as exc:
             problems = [{"path": dotted(p), "message": m} for p, m in flatten_messages(exc.messages)]
             cards.append(unscreenable_card(problems, route=order.route, label=label))

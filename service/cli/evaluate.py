@@ -36,16 +36,17 @@ def evaluate(intake_file, as_json: bool, explain: bool, as_of, rules_dir: Path |
     except OSError as exc:
         click.echo(f"{intake_file.name}: cannot read: {exc}", err=True)
         raise SystemExit(EXIT_NOINPUT) from None
+    ruleset = common.load_or_exit(rules_dir)
     # Every channel's strict reader: the same document gets the same answer at a terminal
-    # (deep nesting, NaN, duplicate keys and unpaired surrogates are refused, not a traceback).
+    # (deep nesting, NaN, duplicate keys and unpaired surrogates are refused, not a traceback),
+    # validated by the pack's own field catalog.
     try:
-        intake = read_intake(data, Limits.of(common.settings()))
+        intake = read_intake(data, Limits.of(common.settings()), ruleset.intake_schema)
     except ServiceError as exc:
         click.echo(f"{intake_file.name}: {exc.message}", err=True)
         for error in exc.errors:
             click.echo(f"  {error['path']}: {error['message']}", err=True)
         raise SystemExit(EXIT_DATAERR) from None
-    ruleset = common.load_or_exit(rules_dir)
     decision = screen(intake, ruleset, as_of=as_of, explain=explain)
     if as_json:
         click.echo(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))

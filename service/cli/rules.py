@@ -6,6 +6,7 @@ does not load.
 from __future__ import annotations
 
 import json
+import subprocess  # nosec B404 - only its exception type, for git failures
 import sys
 from pathlib import Path
 
@@ -24,7 +25,10 @@ def rules() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Problems as JSON.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
+@click.option("--against", default="HEAD", show_default=True,
+              help="Git revision to compare with: a changed pack needs a new version, a breaking change of "
+                   "the intake contract an explicit one (skipped where the pack is not in git).")
+def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool, against: str) -> None:
     """Check rule packs: every problem with file, line, column and rule."""
     from service.policy.lint import lint
     from service.policy.loader import read_pack
@@ -33,7 +37,7 @@ def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
     for path in paths or (common.rules_dir(None),):
         pack, problems = read_pack(path)
         if pack is not None:
-            problems = problems + lint(pack)
+            problems = problems + lint(pack) + _lint_against(pack, Path(path), against)
         all_problems.extend(problems)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in all_problems], indent=2))
@@ -46,6 +50,22 @@ def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool) -> None:
         click.echo(f"{errors} error(s), {warnings} warning(s), {notes} note(s)", err=True)
     failing = [p for p in all_problems if p.level == "error" or (strict and p.level == "warning")]
     raise SystemExit(1 if failing else 0)
+
+
+def _lint_against(pack, path: Path, revision: str) -> list:
+    """The pack compared with itself at a git revision; nothing when there is no such revision."""
+    from service.policy.contract import lint_against
+    from service.policy.impact import checkout_revision
+    from service.policy.loader import read_pack
+
+    try:
+        old_dir = checkout_revision(revision, path)
+    except (ValueError, OSError, subprocess.CalledProcessError):
+        return []
+    old, _problems = read_pack(old_dir)
+    if old is None:
+        return []
+    return lint_against(old, pack)
 
 
 @rules.command("test")
@@ -123,49 +143,65 @@ def rules_basis(output: Path | None, check: bool, rules_dir: Path | None) -> Non
 
 
 @rules.command("diff")
-@click.option("--candidate", "candidate_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="The candidate pack directory.")
-@click.option("--candidate-rev", default=None, help="Or: the candidate as the pack at this git revision.")
-@click.option("--current", "current_dir", type=click.Path(path_type=Path), default=None,
-              help="The current pack (default: $SCREENING_RULES_DIR or the shipped pack).")
-@click.option("--current-rev", default=None, help="Or: the current pack at this git revision (e.g. HEAD).")
+@click.argument("pack_dir", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--against", "against", default=None,
+              help="Compare with the pack at this git revision (default: HEAD, i.e. your uncommitted edits).")
+@click.option("--current", "current_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Or: compare with this pack directory.")
 @click.option("--intakes", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="Intakes to replay, one JSON object per line.")
+              help="Intakes to replay, one JSON object per line (default: the rule tests of both packs).")
 @click.option("--from-log", is_flag=True, help="Replay the intakes recorded in the decision log ($DATABASE_URL).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html"]), default="text")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write the report here.")
-@as_of_option("Evaluate as on this date (UTC) instead of now.")
+@as_of_option("Evaluate as on this date (UTC); default: the pack's test date for the rule tests, else now.")
 @click.option("--fail-on-change", is_flag=True, help="Exit 1 if any decision changes.")
-def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, from_log, fmt, output, as_of,
-               fail_on_change) -> None:
-    """Which decisions a candidate ruleset would change, before it goes live."""
+# Earlier spellings, kept so that scripts keep working; the docs show one form.
+@click.option("--candidate", "candidate_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), hidden=True)
+@click.option("--candidate-rev", default=None, hidden=True)
+@click.option("--current-rev", default=None, hidden=True)
+def rules_diff(pack_dir, against, current_dir, intakes, from_log, fmt, output, as_of, fail_on_change,
+               candidate_dir, candidate_rev, current_rev) -> None:
+    """Which decisions your edit of PACK_DIR would change, before it goes live.
+
+    PACK_DIR (default: $SCREENING_RULES_DIR or the shipped pack) is read as it is on disk,
+    uncommitted edits included, and compared with the same pack at --against (default HEAD).
+    Every case whose decision or reasons change is listed, with what the field catalog's changes
+    mean for integrators.
+    """
     from tqdm import tqdm
 
     from service.intake_reader import Limits
     from service.policy import impact
 
-    if bool(candidate_dir) == bool(candidate_rev):
-        raise click.UsageError("give the candidate as --candidate DIR or --candidate-rev REV")
-    if bool(intakes) == bool(from_log):
-        raise click.UsageError("give the intakes as --intakes FILE.jsonl or --from-log")
-    base_dir = common.rules_dir(current_dir)
+    if from_log and intakes:
+        raise click.UsageError("give the intakes as --intakes FILE.jsonl or --from-log, not both")
+    candidate_dir = candidate_dir or pack_dir or common.rules_dir(None)
+    against = against or current_rev
     try:
         if candidate_rev:
-            candidate_dir = impact.checkout_revision(candidate_rev, base_dir)
-        if current_rev:
-            base_dir = impact.checkout_revision(current_rev, base_dir)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+            candidate_dir = impact.checkout_revision(candidate_rev, candidate_dir)
+        if against:
+            base_dir = impact.checkout_revision(against, current_dir or candidate_dir)
+        elif current_dir:
+            base_dir = current_dir
+        else:
+            base_dir = impact.checkout_revision("HEAD", candidate_dir)
+    except (ValueError, OSError, subprocess.CalledProcessError) as exc:
+        raise click.ClickException(f"{exc}; give the pack to compare with as --current DIR") from None
     current, candidate = common.load_or_exit(base_dir), common.load_or_exit(candidate_dir)
+    when = as_of
     if intakes:
         source = impact.read_jsonl(intakes, Limits.of(common.settings()))
-    else:
+    elif from_log:
         from service.store.factory import open_store
 
         store = open_store(common.settings().store_url, required=True)
         source = ((f"decision {ref}", intake) for ref, intake in store.iter_intakes())
+    else:
+        source = impact.corpus_from_tests(current, candidate)
+        when = when or candidate.pack.test_as_of or current.pack.test_as_of
     bar = tqdm(desc="replaying", unit=" intakes", disable=not sys.stderr.isatty(), file=sys.stderr)
-    report = impact.compare(current, candidate, source, as_of, progress=lambda: bar.update(1))
+    report = impact.compare(current, candidate, source, when, progress=lambda: bar.update(1))
     bar.close()
     text = {"text": impact.render_text, "markdown": impact.render_markdown, "html": impact.render_html}[fmt](report)
     if output:
@@ -173,4 +209,6 @@ def rules_diff(candidate_dir, candidate_rev, current_dir, current_rev, intakes, 
         click.echo(f"{report.changed} of {report.total} decisions change; report written to {output}", err=True)
     else:
         click.echo(text)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     raise SystemExit(1 if fail_on_change and report.changed else 0)

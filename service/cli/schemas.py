@@ -1,15 +1,30 @@
 """``screening schemas export``: write schemas/json/ from the description /openapi.json serves.
 
-Run it after changing a marshmallow contract (schemas/intake.py, schemas/decision.py) and commit
-the result; ``--check`` (for CI) exits 1 when the committed files are stale.
+Run it after changing a contract — the pack's field catalog (rules/ketamine-screening/fields.yaml)
+or schemas/decision.py — and commit the result; ``--check`` (for CI) exits 1 when the committed files are stale.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import click
 
 from schemas import jsonschema
+
+
+@contextlib.contextmanager
+def _quiet(*names: str):
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 @click.group("schemas")
@@ -29,8 +44,11 @@ def export_command(out_dir: Path | None, check: bool) -> None:
 
     out_dir = out_dir or jsonschema.JSON_DIR
     # No rule reloading thread: this process only builds the description, exactly as served.
-    app = create_app(replace(common.settings(), reload_interval=0))
-    document = app.test_client().get("/openapi.json").get_json()
+    # Nobody signs in to or calls this app, so the start-up warnings (no users, no secret key,
+    # no CDS base URL) and its one request's log line are not for this reader.
+    with _quiet("service.web", "service.app", "service.cdshooks", "screening.request"):
+        app = create_app(replace(common.settings(), reload_interval=0))
+        document = app.test_client().get("/openapi.json").get_json()
     if check:
         stale = jsonschema.stale(document, out_dir)
         for name in stale:

@@ -84,9 +84,10 @@ def _observe_reloads(app: Flask) -> None:
     previous = getattr(reloader, "on_outcome", None)
 
     def on_outcome(outcome) -> None:
+        # Every worker reloads the same edit; the change is counted by the first to report it.
         if outcome.status == "loaded":
-            metrics.record_reload(True, holder.current)
-        elif outcome.status == "refused":
+            metrics.record_reload(True, holder.current, counted=getattr(outcome, "first", True))
+        elif outcome.status == "refused" and getattr(outcome, "first", True):
             metrics.record_reload(False)
         if previous is not None:
             previous(outcome)

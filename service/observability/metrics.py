@@ -39,9 +39,15 @@ REQUEST_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-RELOADS = Counter("screening_ruleset_reloads_total", "Ruleset reloads that took effect.")
+RELOADS = Counter(
+    "screening_ruleset_reloads_total",
+    "Rule pack changes taken on by a reload, counted once per change however many workers reload it.",
+)
 RELOAD_FAILURES = Counter(
-    "screening_ruleset_reload_failures_total", "Ruleset reloads refused (lint, compile or read errors).",
+    "screening_ruleset_reload_failures_total",
+    "Rule pack changes a reload refused (unreadable file, lint error, compile error or timeout, failing rule "
+    "test, unchanged version, or a change that needs a restart), counted once per change however many "
+    "workers check it.",
 )
 VALIDATION_ERRORS = Counter(
     "screening_validation_errors_total", "Field problems in rejected (422) requests, by field path.",
@@ -90,10 +96,12 @@ def record_request(method: str, route: str, status: int, seconds: float) -> None
     REQUEST_LATENCY.labels(method=method_label(method), route=route, status=str(status)).observe(seconds)
 
 
-def record_reload(ok: bool, ruleset: Any = None) -> None:
-    """Count a reload attempt; pass the new Ruleset on success so the served version updates."""
+def record_reload(ok: bool, ruleset: Any = None, counted: bool = True) -> None:
+    """Count a reload attempt; pass the new Ruleset on success so the served version updates.
+    ``counted=False``: another worker already counted this change (the gauge still moves)."""
     if ok:
-        RELOADS.inc()
+        if counted:
+            RELOADS.inc()
         if ruleset is not None:
             set_ruleset_served(ruleset.summary)
     else:

@@ -11,6 +11,7 @@ Semantics that editors rely on: a comparison on an absent or null field is false
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Union
 
@@ -74,8 +75,24 @@ class ConditionSyntaxError(ValueError):
         self.where = where
 
 
-def parse(raw: Any, where: tuple = (), positions: dict | None = None, base: tuple = ()) -> Condition:
-    """Parse the YAML form of a condition. ``positions`` maps document paths to (line, col)."""
+def parse_all(raw: Any, positions: dict | None = None, base: tuple = ()) -> tuple[Condition | None, list[ConditionSyntaxError]]:
+    """Parse a condition and collect every syntax error in it (not only the first): an editor
+    sees all the mistakes of a rule at once. The condition is None when there is any."""
+    errors: list[ConditionSyntaxError] = []
+    cond = parse(raw, (), positions, base, errors)
+    return (None if errors else cond), errors
+
+
+def parse(raw: Any, where: tuple = (), positions: dict | None = None, base: tuple = (),
+          errors: list | None = None) -> Condition:
+    """Parse the YAML form of a condition. ``positions`` maps document paths to (line, col).
+    With ``errors``, syntax errors are appended there and parsing goes on with the siblings."""
+    if errors is not None and not isinstance(errors, _Collect):
+        try:
+            return parse(raw, where, positions, base, _Collect(errors))
+        except ConditionSyntaxError as exc:
+            errors.append(exc)
+            return AllOf(())
     pos = (positions or {}).get(base + where)
     if not isinstance(raw, dict) or len(raw) != 1:
         raise ConditionSyntaxError(
@@ -85,20 +102,33 @@ def parse(raw: Any, where: tuple = (), positions: dict | None = None, base: tupl
     if key in ("all", "any"):
         if not isinstance(value, list) or not value:
             raise ConditionSyntaxError(f"'{key}' takes a non-empty list of conditions", where + (key,))
-        items = tuple(parse(v, where + (key, i), positions, base) for i, v in enumerate(value))
+        items = tuple(parse(v, where + (key, i), positions, base, _child(errors)) for i, v in enumerate(value))
         return AllOf(items) if key == "all" else AnyOf(items)
     if key == "not":
-        return Not(parse(value, where + ("not",), positions, base))
+        return Not(parse(value, where + ("not",), positions, base, _child(errors)))
     if key == "finding":
         if not isinstance(value, str) or not value:
             raise ConditionSyntaxError("'finding' takes the name of a finding", where + ("finding",))
         return Finding(value, pos=pos)
     if not isinstance(key, str):
         raise ConditionSyntaxError(f"{key!r} is not a field path", where)
-    return _parse_leaf(key, value, where, positions, base)
+    return _parse_leaf(key, value, where, positions, base, errors)
 
 
-def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base: tuple) -> Condition:
+class _Collect(list):
+    """The caller's error list, marking a parse that collects rather than stops."""
+
+    def __init__(self, target: list):
+        super().__init__()
+        self.target = target
+
+
+def _child(errors: list | None) -> list | None:
+    return errors.target if isinstance(errors, _Collect) else None
+
+
+def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base: tuple,
+                errors: list | None = None) -> Condition:
     if not isinstance(ops, dict) or not ops:
         raise ConditionSyntaxError(
             f"field '{path}' takes a mapping of operators, e.g. {{gt: 140}}; operators: {', '.join(OPERATORS)}",
@@ -109,10 +139,12 @@ def _parse_leaf(path: str, ops: Any, where: tuple, positions: dict | None, base:
         at = where + (path, op)
         pos = (positions or {}).get(base + at)
         if op not in OPERATORS:
-            raise ConditionSyntaxError(f"unknown operator '{op}'; operators: {', '.join(OPERATORS)}", at)
+            close = difflib.get_close_matches(str(op), OPERATORS, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConditionSyntaxError(f"unknown operator '{op}'{hint}; operators: {', '.join(OPERATORS)}", at)
         kind = O.TABLE[op].operand
         if kind == O.CONDITION:
-            operand = parse(operand, at, positions, base)
+            operand = parse(operand, at, positions, base, _child(errors))
         elif kind == O.VALUES:
             if not isinstance(operand, list) or not operand:
                 raise ConditionSyntaxError(f"'{op}' takes a non-empty list", at)

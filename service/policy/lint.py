@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from schemas.intake import FieldInfo, catalogue
+from schemas.catalog import FieldInfo
 from service.engine.base import layers
 from service.policy import citations as citations_
 from service.policy import conditions as C
@@ -27,12 +27,18 @@ PLACEHOLDER_PATH = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 def lint(pack: RulePack) -> list[Problem]:
     """Every problem of a pack. Level "note" lists what an editor should know but need not
     fix: each declared optional answer (an absence the pack reads on purpose)."""
-    fields = catalogue()
+    fields = pack.catalog.flat
     problems: list[Problem] = []
     seen: dict[str, Rule] = {}
     for rule in pack.rules:
         if rule.id in seen:
-            problems.append(Problem(rule.where("id"), f"duplicate rule id; first defined at {seen[rule.id].location}", rule.id, code="duplicate-id"))
+            # Reported against the newer file: that is the edit that made the clash; the older
+            # file, untouched, is named as where the id already lives.
+            first, second = seen[rule.id], rule
+            if _modified(pack, first) > _modified(pack, second):
+                first, second = second, first
+            problems.append(Problem(second.where("id"), f"duplicate rule id; also defined at {first.location}",
+                                    rule.id, code="duplicate-id"))
         else:
             seen[rule.id] = rule
         problems.extend(_lint_rule(rule, fields, pack))
@@ -41,6 +47,10 @@ def lint(pack: RulePack) -> list[Problem]:
     problems.extend(_lint_optional(pack, fields))
     problems.extend(_lint_tests(pack))
     return problems
+
+
+def _modified(pack: RulePack, rule: Rule) -> float:
+    return pack.modified.get(rule.location.file if rule.location else "", 0.0)
 
 
 def _suggest(path: str, known: list[str]) -> str:
@@ -251,6 +261,10 @@ def _lint_condition(cond: C.Condition, fields: dict[str, FieldInfo], prefix: str
     if kind in ("date", "datetime"):
         err(f"compare dates with {', '.join(C.DATE_OPS[:-1])} or {C.DATE_OPS[-1]}, not '{op}'", "when", code="type", pos=leaf.pos)
         return
+    if accepts == O.NUMBER and kind not in ("int", "number"):
+        # One mistake, one error: the operator is wrong for the field, whatever the operand.
+        err(f"'{op}' orders numbers; '{full}' is {_KIND_WORDS.get(kind, kind)}: use eq/ne/in", "when", code="type", pos=leaf.pos)
+        return
     values = leaf.operand if O.TABLE[op].operand == O.VALUES else (leaf.operand,)
     for value in values:
         problem = _type_problem(kind, value)
@@ -259,8 +273,9 @@ def _lint_condition(cond: C.Condition, fields: dict[str, FieldInfo], prefix: str
         elif info.choices and value not in info.choices:
             err(f"'{value}' is not a value of '{full}'{_suggest(str(value), list(info.choices))} (allowed: {', '.join(info.choices)})",
                 "when", code="enum", pos=leaf.pos)
-    if accepts == O.NUMBER and kind not in ("int", "number"):
-        err(f"'{op}' orders numbers; '{full}' is {kind}", "when", code="type", pos=leaf.pos)
+
+
+_KIND_WORDS = {"bool": "true/false", "str": "text"}
 
 
 def _type_problem(kind: str, value) -> str | None:
@@ -286,7 +301,7 @@ def _lint_findings(pack: RulePack) -> list[Problem]:
         for node in C.walk(rule.when):
             if isinstance(node, C.Finding):
                 used.add(node.name)
-                if node.name not in defined:
+                if node.name not in defined and node.name not in pack.unloaded:
                     loc = rule.where("when")
                     if node.pos:
                         loc = type(loc)(loc.file, *node.pos)
@@ -327,14 +342,33 @@ def find_cycles(pack: RulePack) -> list[list[str]]:
 
 
 def _lint_tests(pack: RulePack) -> list[Problem]:
+    """Test cases name rules and findings that exist, and their intakes are valid intakes:
+    a case that can only fail is caught by lint, not first by ``rules test``."""
+    from marshmallow import ValidationError
+
+    from schemas.errors import dotted, flatten_messages
+
     ids = {r.id for r in pack.rules}
     findings = {r.concludes for r in pack.rules if r.concludes}
+    schema = pack.catalog.intake_schema()
+    flat = pack.catalog.flat
     out = []
     for case in pack.tests:
         for rid in case.expect.get("reasons", []):
-            if rid not in ids:
+            if rid not in ids and rid not in pack.unloaded:
                 out.append(Problem(case.location, f"test '{case.name}' expects unknown rule '{rid}'{_suggest(rid, list(ids))}", code="test"))
         for name in case.expect.get("findings", []):
-            if name not in findings:
-                out.append(Problem(case.location, f"test '{case.name}' expects unknown finding '{name}'", code="test"))
+            if name not in findings and name not in pack.unloaded:
+                out.append(Problem(case.location, f"test '{case.name}' expects unknown finding '{name}'{_suggest(name, list(findings))}", code="test"))
+        for path in case.expect.get("missing", []):
+            # an item's field is named with its index (substance_use[0].last_use)
+            if path not in flat and pack.catalog.definition(path) is None:
+                out.append(Problem(case.location, f"test '{case.name}' expects missing '{path}', which is not a field"
+                                   f"{_suggest(path, list(flat))}", code="test"))
+        try:
+            schema.load(case.intake)
+        except ValidationError as exc:
+            for key, message in flatten_messages(exc.messages):
+                out.append(Problem(case.location, f"test '{case.name}': its intake is not valid: {dotted(key)}: {message}",
+                                   code="test-intake"))
     return out

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from schemas.catalog import Catalog
 from schemas.intake import INDICATIONS, ROUTES
 from service.policy.conditions import Condition, findings_used
 
@@ -95,10 +96,19 @@ class RulePack:
     citations: dict[str, dict] = field(default_factory=dict)
     optional: tuple[OptionalAnswer, ...] = ()
     digest: str = ""
+    # The intake vocabulary the rules are written against (schemas.catalog); None: the shipped one.
+    catalog: Catalog | None = None
+    # Ids and findings of rules the loader could not read (lint does not report them as missing).
+    unloaded: frozenset = frozenset()
+    # Rule file -> modification time, so a duplicate is reported against the newer file.
+    modified: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.catalog is None:
+            from schemas.intake import SHIPPED
+            self.catalog = SHIPPED
         if not self.digest:
-            self.digest = compute_digest(self.name, self.rules, self.citations, self.optional)
+            self.digest = compute_digest(self.name, self.rules, self.citations, self.optional, self.catalog)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -120,10 +130,12 @@ class RulePack:
 
 
 def compute_digest(name: str, rules: tuple[Rule, ...], citations: dict | None = None,
-                   optional: tuple[OptionalAnswer, ...] = ()) -> str:
+                   optional: tuple[OptionalAnswer, ...] = (), catalog: Catalog | None = None) -> str:
     """sha256 over a canonical JSON form: reformatting or re-commenting a file keeps it.
-    The citation registry and the optional answers are part of it: both change decisions."""
-    doc: dict[str, Any] = {"name": name, "rules": [r.canonical for r in rules]}
+    The citation registry and the optional answers are part of it: both change decisions. The
+    field catalog is too: a changed vocabulary is a changed contract."""
+    doc: dict[str, Any] = {"name": name, "rules": [r.canonical for r in rules],
+                           "fields": catalog.raw if catalog else None}
     if citations:
         doc["citations"] = citations
     if optional:

@@ -1,8 +1,10 @@
 """Rule tests: cases beside the rules they test, run through the same screen() as production.
 
-Coverage has two sides: every rule should be triggered by some case, and left untriggered by
-some case in which it applies, so that a rule that always fires is caught as surely as one
-that never does.
+Coverage has two sides: every rule should be triggered by a case, and left untriggered by a
+case in which it applies, so that a rule that always fires is caught as surely as one that
+never does. Only a passing case counts, and only a case of the rule's own: one in the test file
+beside the rule's file (``30-blood-pressure_test.yaml`` for ``30-blood-pressure.yaml``). A
+combined case, where many rules fire at once, tests how they add up, not each rule.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from marshmallow import ValidationError
 
 from schemas.errors import dotted, flatten_messages
-from schemas.intake import IntakeSchema
+from service.policy.loader import TEST_SUFFIX
 from service.policy.model import TestCase
 from service.ruleset import Ruleset
 from service.screening import screen
@@ -58,7 +60,7 @@ class TestReport:
 
 def run_case(case: TestCase, ruleset: Ruleset) -> CaseResult:
     try:
-        intake = IntakeSchema().load(case.intake)
+        intake = ruleset.intake_schema.load(case.intake)
     except ValidationError as exc:
         problems = "; ".join(f"{dotted(p)}: {m}" for p, m in flatten_messages(exc.messages))
         return CaseResult(case, False, f"the case's intake is not valid: {problems}")
@@ -92,15 +94,23 @@ def _lines(value: dict) -> list[str]:
     return json.dumps(value, indent=2, sort_keys=True).splitlines()
 
 
+def companion(test_file: str) -> str:
+    """The rule file a test file stands beside: ``x/30-bp_test.yaml`` -> ``x/30-bp.yaml``."""
+    return test_file[: -len(TEST_SUFFIX)] + ".yaml" if test_file.endswith(TEST_SUFFIX) else ""
+
+
 def run_tests(ruleset: Ruleset, progress=None) -> TestReport:
     results = []
     triggered: set[str] = set()
     untriggered: set[str] = set()
+    home = {r.id: r.location.file if r.location else "" for r in ruleset.pack.rules}
     for case in ruleset.pack.tests:
         result = run_case(case, ruleset)
         results.append(result)
-        triggered.update(result.fired)
-        untriggered.update(result.applicable_not_fired)
+        if result.passed:
+            own = companion(case.location.file)
+            triggered.update(r for r in result.fired if home.get(r) == own)
+            untriggered.update(r for r in result.applicable_not_fired if home.get(r) == own)
         if progress:
             progress(result)
     return TestReport(results, [r.id for r in ruleset.pack.rules], triggered, untriggered)

@@ -1,6 +1,8 @@
 """Readable labels for intake field paths and values, for people rather than integrators.
 
-Units come from the intake schema's field catalogue, so a label never disagrees with validation.
+Labels, units and the words for values come from the field catalog of the served rules
+(``fields.yaml``), so a label never disagrees with validation and an editor's new field is
+labelled without Python.
 """
 from __future__ import annotations
 
@@ -9,84 +11,51 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.intake import IntakeSchema, catalogue
+from flask import current_app, has_app_context
 
-SECTIONS: dict[str, str] = {
-    "treatment": "Treatment",
-    "patient": "Patient",
-    "vitals": "Vital signs",
-    "psychiatric_history": "Psychiatric history",
-    "substance_use": "Substance use",
-    "medical_history": "Medical history",
-    "medications": "Medications",
-    "allergies": "Allergies",
-    "prior_ketamine": "Prior ketamine treatment",
-}
+from schemas.catalog import Catalog, humanize
 
-# Only names that humanising would get wrong or leave unclear; the rest read well as they are.
-FIELDS: dict[str, str] = {
-    "subject_id": "Subject reference",
-    "rems_enrolled": "Enrolled in the esketamine REMS",
-    "observation_2h_arranged": "2-hour observation arranged",
-    "transport_home_arranged": "Transport home arranged",
-    "age_years": "Age",
-    "systolic_bp": "Systolic blood pressure",
-    "diastolic_bp": "Diastolic blood pressure",
-    "measured_at": "Measured at",
-    "suicidal_plan_or_intent": "Suicidal plan or intent",
-    "last_suicide_attempt": "Last suicide attempt",
-    "disorder": "Use disorder",
-    "class": "Class",
-    "aneurysmal_vascular_disease": "Aneurysmal vascular disease",
-    "arteriovenous_malformation": "Arteriovenous malformation",
-    "elevated_intracranial_pressure": "Elevated intracranial pressure",
-    "elevated_intraocular_pressure": "Elevated intraocular pressure",
-    "ketamine": "Ketamine",
-    "esketamine": "Esketamine",
-}
-
-VALUES: dict[str, str] = {
-    "iv_ketamine": "IV ketamine",
-    "esketamine_nasal": "Esketamine nasal spray",
-    "treatment_resistant_depression": "treatment-resistant depression",
-    "major_depression_with_suicidality": "major depression with suicidality",
-    "ptsd": "PTSD",
-    "ssri": "SSRI",
-    "snri": "SNRI",
-    "maoi": "MAOI",
-    "pcp": "PCP",
-}
-
-_CATALOGUE = catalogue()
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
-def humanize(name: str) -> str:
-    text = name.replace("_", " ").strip()
-    return text[:1].upper() + text[1:]
+def catalog() -> Catalog:
+    """The field catalog of the rules being served (a reload may bring new words), or the
+    installation's outside a request."""
+    if has_app_context():
+        holder = current_app.extensions.get("rulesets")
+        pack = getattr(getattr(holder, "current", None), "pack", None)
+        if pack is not None and pack.catalog is not None:
+            return pack.catalog
+    from schemas.intake import SHIPPED
+    return SHIPPED
 
 
-def field_label(name: str) -> str:
-    return FIELDS.get(name) or SECTIONS.get(name) or humanize(name)
+def field_label(name: str, path: str | None = None) -> str:
+    """The catalog's label for the field at ``path`` (``vitals.systolic_bp``), else the name as words."""
+    definition = catalog().definition(path or name)
+    return definition.label if definition is not None else humanize(name)
+
+
+def question(path: str) -> str | None:
+    """The question a clinician asks to fill in a missing field (from the catalog), if any."""
+    definition = catalog().definition(path)
+    return definition.question if definition is not None else None
 
 
 def _unit(path: str) -> str | None:
-    info = _CATALOGUE.get(path)
-    if info is None and "[" in path:
-        # substance_use[0].last_use: the item field under its list.
-        head, _, tail = _INDEX.sub("", path).partition(".")
-        parent = _CATALOGUE.get(head)
-        info = (parent.items or {}).get(tail) if parent else None
-    return info.unit if info else None
+    definition = catalog().definition(path)
+    return definition.unit if definition is not None else None
 
 
 def path_label(path: str) -> str:
     """``substance_use[0].last_use`` -> ``Substance use 1 › Last use``."""
     parts = []
+    so_far = ""
     for part in path.split("."):
         match = re.fullmatch(r"([^\[]+)((?:\[\d+\])*)", part)
         name, indexes = (match.group(1), match.group(2)) if match else (part, "")
-        label = field_label(name)
+        so_far = f"{so_far}.{name}" if so_far else name
+        label = field_label(name, so_far)
         for index in _INDEX.findall(indexes):
             label += f" {int(index) + 1}"
         parts.append(label)
@@ -104,12 +73,13 @@ def format_value(value: Any, path: str | None = None) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value) if value else "none"
     if isinstance(value, dict):
-        return "; ".join(f"{field_label(k)}: {format_value(v)}" for k, v in value.items())
+        return "; ".join(f"{field_label(k, f'{path}.{k}' if path else k)}: {format_value(v, f'{path}.{k}' if path else None)}"
+                         for k, v in value.items())
     if isinstance(value, str):
         when = _parse_time(value)
         if when is not None:
             return when
-        return VALUES.get(value) or value.replace("_", " ")
+        return catalog().value_labels.get(value) or value.replace("_", " ")
     return str(value)
 
 
@@ -154,24 +124,25 @@ class Section:
 
 def intake_sections(intake: dict) -> list[Section]:
     """The intake in the schema's order: one section per group, lists as tables."""
-    schema = IntakeSchema()
+    known = list(catalog().fields)
+    # The catalog's order; a field a newer catalog removed still shows (the record is history).
+    order = [k for k in known if k in intake] + [k for k in intake if k not in known]
     sections: list[Section] = []
-    for name, field in schema.fields.items():
-        key = field.data_key or name
-        if key == "subject_id" or key not in intake:
+    for key in order:
+        if key == "subject_id":
             continue
         value = intake[key]
-        title = SECTIONS.get(key, humanize(key))
+        title = field_label(key, key)
         if isinstance(value, dict):
-            rows = [Row(f"{key}.{k}", field_label(k), format_value(v, f"{key}.{k}")) for k, v in value.items()]
+            rows = [Row(f"{key}.{k}", field_label(k, f"{key}.{k}"), format_value(v, f"{key}.{k}")) for k, v in value.items()]
             sections.append(Section(key, title, rows))
         elif isinstance(value, list) and all(isinstance(item, dict) for item in value):
             columns: list[str] = []
             for item in value:
                 columns += [k for k in item if k not in columns]
-            rows = [[Row(f"{key}[{i}].{c}", field_label(c), format_value(item.get(c), f"{key}[{i}].{c}"))
+            rows = [[Row(f"{key}[{i}].{c}", field_label(c, f"{key}.{c}"), format_value(item.get(c), f"{key}[{i}].{c}"))
                      for c in columns] for i, item in enumerate(value)]
-            sections.append(Section(key, title, [], Table([(c, field_label(c)) for c in columns], rows)))
+            sections.append(Section(key, title, [], Table([(c, field_label(c, f"{key}.{c}")) for c in columns], rows)))
         else:
             sections.append(Section(key, title, [Row(key, title, format_value(value, key))]))
     # Lists (full-width tables) after the groups of single values, so that the page reads in the
@@ -209,10 +180,11 @@ class AnswerField:
 
 
 def _info(path: str):
-    info = _CATALOGUE.get(path)
+    flat = catalog().flat  # the served rules' catalog: a field added on reload gets its input
+    info = flat.get(path)
     if info is None and "[" in path:
         head, _, tail = _INDEX.sub("", path).partition(".")
-        parent = _CATALOGUE.get(head)
+        parent = flat.get(head)
         info = (parent.items or {}).get(tail) if parent else None
     return info
 

@@ -68,7 +68,7 @@ def _headers(response: Response) -> Response:
 
 
 # Globals rather than context: the macros in _macros.html are imported without context.
-for _helper in (labels.path_label, labels.format_value, labels.format_time, labels.iso_time):
+for _helper in (labels.path_label, labels.question, labels.format_value, labels.format_time, labels.iso_time):
     bp.add_app_template_global(_helper)
 
 
