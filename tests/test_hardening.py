@@ -155,19 +155,13 @@ HOSTILE_REVISIONS = ["--output={victim}", "-o{victim}", "--remote=ext::sh", "HEA
 @pytest.mark.parametrize("revision", HOSTILE_REVISIONS)
 def test_rules_diff_refuses_revisions_that_are_options(tmp_path, option, revision):
     """`--current-rev '--output=/tmp/x'` was handed to `git archive`, which truncated /tmp/x."""
-    import subprocess
 
     from click.testing import CliRunner
 
     from service.cli import main
-    from tests.test_policy_workflow import _corpus, make_pack
+    from tests.test_policy_workflow import _corpus, committed_pack
 
-    repo = tmp_path / "repo"
-    pack_dir = make_pack(repo / "rules")
-    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(git + ["-C", str(repo), "add", "."], check=True)
-    subprocess.run(git + ["-C", str(repo), "commit", "-qm", "pack"], check=True)
+    pack_dir = committed_pack(tmp_path / "repo")
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     args = ["rules", "diff", "--current", str(pack_dir), "--intakes", str(_corpus(tmp_path)),
@@ -184,19 +178,13 @@ def test_rules_diff_refuses_revisions_that_are_options(tmp_path, option, revisio
 @pytest.mark.parametrize("revision", HOSTILE_REVISIONS)
 def test_rules_lint_against_never_hands_git_an_option(tmp_path, revision):
     """`rules lint --against REV` reads the pack at REV through the same guarded checkout."""
-    import subprocess
 
     from click.testing import CliRunner
 
     from service.cli import main
-    from tests.test_policy_workflow import make_pack
+    from tests.test_policy_workflow import committed_pack
 
-    repo = tmp_path / "repo"
-    pack_dir = make_pack(repo / "rules")
-    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(git + ["-C", str(repo), "add", "."], check=True)
-    subprocess.run(git + ["-C", str(repo), "commit", "-qm", "pack"], check=True)
+    pack_dir = committed_pack(tmp_path / "repo")
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     CliRunner().invoke(main, ["rules", "lint", str(pack_dir), "--against", revision.format(victim=victim)])

@@ -88,6 +88,16 @@ def make_pack(tmp_path: Path, extra: dict[str, str] | None = None, drop_tests: b
     return target
 
 
+def committed_pack(repo: Path) -> Path:
+    """A pack made by make_pack in a new git repository at ``repo``, committed as HEAD."""
+    pack_dir = make_pack(repo / "rules")
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["-C", str(repo), "add", "."], check=True)
+    subprocess.run(git + ["-C", str(repo), "commit", "-qm", "pack"], check=True)
+    return pack_dir
+
+
 def test_lint_reports_every_problem_with_file_line_column_and_rule(tmp_path):
     pack_dir = make_pack(tmp_path, {"99-bad.yaml": BAD_RULES})
     pack, problems = read_pack(pack_dir)
@@ -312,12 +322,7 @@ def test_diff_reports_changes_direction_rules_and_cases(tmp_path):
 
 
 def test_diff_against_a_git_revision(tmp_path):
-    repo = tmp_path / "repo"
-    pack_dir = make_pack(repo / "rules")
-    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(git + ["-C", str(repo), "add", "."], check=True)
-    subprocess.run(git + ["-C", str(repo), "commit", "-qm", "pack"], check=True)
+    pack_dir = committed_pack(tmp_path / "repo")
     _lower_threshold(pack_dir)
     result = CliRunner().invoke(main, ["rules", "diff", "--current-rev", "HEAD", "--current", str(pack_dir),
                                        "--candidate", str(pack_dir), "--intakes", str(_corpus(tmp_path)),
