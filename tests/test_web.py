@@ -13,6 +13,7 @@ from werkzeug.security import check_password_hash
 from service.cli import main as cli
 from service.web.users import UserDirectory, UsersConfigError, parse_users
 from tests.conftest import app_settings, example
+from tests import web_support
 from tests.web_support import PASSWORDS, csrf_token, intake_key, make_app, unique_subject, with_subject
 
 
@@ -26,10 +27,7 @@ def app(database_url, monkeypatch, tmp_path):
 
 @pytest.fixture
 def https_client(app):
-    client = app.test_client()
-    # Secure cookies only travel over https, as in production.
-    client.environ_base["wsgi.url_scheme"] = "https"
-    return client
+    return web_support.https_client(app)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from service.web.users import write_user
-from tests.web_support import PASSWORDS, csrf_token, make_app
+from tests.web_support import PASSWORDS, csrf_token, https_client, make_app
 
 
 @pytest.fixture
@@ -23,9 +23,7 @@ def app(database_url, monkeypatch, tmp_path):
 
 @pytest.fixture
 def client(app):
-    client = app.test_client()
-    client.environ_base["wsgi.url_scheme"] = "https"
-    return client
+    return https_client(app)
 
 
 class Clock:

@@ -52,3 +52,10 @@ def csrf_token(html: str) -> str:
     match = CSRF_RE.search(html)
     assert match, "the page has no CSRF token"
     return match.group(1)
+
+
+def https_client(app):
+    """A test client on https: Secure cookies only travel over https, as in production."""
+    client = app.test_client()
+    client.environ_base["wsgi.url_scheme"] = "https"
+    return client
