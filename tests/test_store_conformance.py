@@ -136,10 +136,9 @@ def test_open_store_required_raises_when_the_database_is_down(tmp_path):
 # -- behaviour, on every database ---------------------------------------------------------------
 
 @pytest.fixture
-def store(database_url):
-    opened = open_store(database_url, required=True)
-    yield opened
-    opened.close()
+def store(db_store):
+    """The decision log on every database (tests/dbfixtures.py), by the name the protocols use."""
+    return db_store
 
 
 def test_the_opened_store_and_its_parts_satisfy_their_protocols(store):

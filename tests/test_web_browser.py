@@ -171,6 +171,15 @@ def focused(page) -> str:
     return page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
 
 
+def tab_to(page, wanted, limit: int) -> None:
+    """Press Tab (at most ``limit`` times) until ``wanted(focused element)`` holds; the caller
+    asserts what it needs of the element that ends up focused."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if wanted(focused(page)):
+            return
+
+
 def focus_lands_on(page, element_id: str) -> bool:
     """Autofocus runs once the page has rendered: wait for it (up to the page timeout)."""
     page.wait_for_function("id => document.activeElement && document.activeElement.id === id", arg=element_id)
@@ -285,10 +294,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(live_page
     assert urgent["urgent"]
     page = new_page(*PHONE)
     page.goto(f"{base}/login")
-    for _ in range(10):
-        page.keyboard.press("Tab")
-        if focused(page) == "username":
-            break
+    tab_to(page, lambda f: f == "username", 10)
     assert focused(page) == "username"
     page.keyboard.type("dr.ada")
     page.keyboard.press("Tab")
@@ -305,10 +311,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(live_page
     assert older["subject_id"] in rows.nth(1).inner_text()
     assert no_horizontal_scroll(page)
     shot(page, "07-phone-queue", full_page=False)
-    for _ in range(30):
-        page.keyboard.press("Tab")
-        if focused(page) == urgent["subject_id"]:
-            break
+    tab_to(page, lambda f: f == urgent["subject_id"], 30)
     assert focused(page) == urgent["subject_id"]
     page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/decisions/{urgent['decision_id']}")
@@ -325,15 +328,9 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(live_page
     shot(page, "08-phone-decision-first-screen", full_page=False)
 
     # Skip to the sign-off, submit without the required note: the error summary takes the focus.
-    for _ in range(20):
-        page.keyboard.press("Tab")
-        if focused(page) == "Go to the sign-off":
-            break
+    tab_to(page, lambda f: f == "Go to the sign-off", 20)
     page.keyboard.press("Enter")
-    for _ in range(30):
-        page.keyboard.press("Tab")
-        if focused(page).startswith("Decline"):
-            break
+    tab_to(page, lambda f: f.startswith("Decline"), 30)
     assert focused(page) == "Decline: treatment must not go ahead"
     with page.expect_navigation():
         page.keyboard.press("Enter")
@@ -341,10 +338,7 @@ def test_physician_works_the_queue_by_keyboard_on_a_phone_urgent_first(live_page
     assert "A note is required to decline" in page.locator("#form-errors").inner_text()
     assert_accessible(page, "decision with sign-off errors")
     shot(page, "09-phone-sign-off-error", full_page=False)
-    for _ in range(40):
-        page.keyboard.press("Tab")
-        if focused(page) == "note":
-            break
+    tab_to(page, lambda f: f == "note", 40)
     page.keyboard.type("Active suicidal intent: crisis team called, no ketamine now.")
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")  # past Approve, to Decline
