@@ -24,16 +24,18 @@ _HISTORY = ["aneurysmal_vascular_disease", "arteriovenous_malformation", "intrac
 
 
 def _rule(i: int) -> dict:
-    kind = i % 9
+    kind = i % 10
     rule: dict = {"id": f"g{i:05d}", "title": f"Generated rule {i}", "citation": "software default (generated for benchmarks)"}
+    # Thresholds lie beyond a healthy adult's values (``FIVE``), so what a complete intake fires
+    # does not grow with the pack; ``HOT_INTAKE`` is beyond them all.
     if kind == 0:
-        rule["when"] = {"vitals.systolic_bp": {"gt": 90 + i % 150}}
+        rule["when"] = {"vitals.systolic_bp": {"gt": 140 + i % 100}}
         rule["requires"] = ["vitals.systolic_bp"]
     elif kind == 1:
-        rule["when"] = {"vitals.diastolic_bp": {"gt": 40 + i % 100}}
+        rule["when"] = {"vitals.diastolic_bp": {"gt": 90 + i % 60}}
         rule["requires"] = ["vitals.diastolic_bp"]
     elif kind == 2:
-        low = 10 + i % 70
+        low = 65 + i % 30
         rule["when"] = {"patient.age_years": {"gte": low, "lte": low + 15}}
     elif kind == 3:
         rule["when"] = {"medications": {"any_item": {"class": {"in": [_CLASSES[i % 8], _CLASSES[(i + 3) % 8]]}}}}
@@ -46,15 +48,18 @@ def _rule(i: int) -> dict:
         rule["when"] = {"any": [{f"medical_history.{_HISTORY[i % 6]}": {"eq": True}},
                                 {f"medical_history.{_HISTORY[(i + 1) % 6]}": {"eq": True}}]}
     elif kind == 6:
-        rule["when"] = {"vitals.measured_at": {"older_than_days": i % 60}}
+        rule["when"] = {"vitals.measured_at": {"older_than_days": 1 + i % 60}}
     elif kind == 7:
         rule["concludes"] = f"f{i:05d}"
-        rule["when"] = {"patient.age_years": {"gte": i % 80}}
+        rule["when"] = {"patient.age_years": {"gte": 65 + i % 30}}
         rule["requires"] = ["patient.age_years"]
         return rule
-    else:
+    elif kind == 8:
         rule["when"] = {"all": [{"finding": f"f{i - 1:05d}"},
                                 {"not": {"psychiatric_history.psychosis": {"eq": "none"}}}]}
+    else:  # one named medication each, as a formulary of interactions would list them
+        rule["when"] = {"medications": {"any_item": {"name": {"eq": f"med-{i:05d}"}}}}
+        rule["requires"] = ["medications"]
     rule["effect"] = "exclude" if i % 7 == 0 else "review"
     rule["message"] = f"Generated rule {i} applies."
     rule["severity"] = "relative"
@@ -81,7 +86,7 @@ def write_pack(directory: Path, size: int) -> Path:
 HOT_INTAKE = {
     "subject_id": "hot",
     "treatment": {"route": "iv_ketamine", "indication": "treatment_resistant_depression"},
-    "patient": {"age_years": 40, "sex_at_birth": "female", "pregnant": False, "breastfeeding": False},
+    "patient": {"age_years": 80, "sex_at_birth": "female", "pregnant": False, "breastfeeding": False},
     "vitals": {"systolic_bp": 260, "diastolic_bp": 190, "heart_rate": 80, "measured_at": "2026-06-01T09:00:00Z"},
     "psychiatric_history": {"psychosis": "active", "bipolar_disorder": False, "current_mania": False,
                             "suicidal_ideation": "none"},
@@ -89,6 +94,23 @@ HOT_INTAKE = {
                       for s in _SUBSTANCES],
     "medical_history": {name: True for name in _HISTORY},
     "medications": [{"name": f"drug-{c}", "class": c} for c in _CLASSES],
+    "allergies": {"ketamine": False, "esketamine": False},
+}
+
+
+# Complete (every answer a generated rule reads is given), healthy values, and five medications
+# that the formulary rules g00009 … g00049 name: exactly five rules fire at every pack size
+# from 50 rules up, whatever else the pack holds.
+FIVE = {
+    "subject_id": "five",
+    "treatment": {"route": "iv_ketamine", "indication": "treatment_resistant_depression"},
+    "patient": {"age_years": 40, "sex_at_birth": "male"},
+    "vitals": {"systolic_bp": 118, "diastolic_bp": 76, "heart_rate": 70, "measured_at": "2026-11-24T09:00:00Z"},
+    "psychiatric_history": {"psychosis": "none", "bipolar_disorder": False, "current_mania": False,
+                            "suicidal_ideation": "none"},
+    "substance_use": [],
+    "medical_history": {name: False for name in _HISTORY},
+    "medications": [{"name": f"med-{i:05d}", "class": "other"} for i in (9, 19, 29, 39, 49)],
     "allergies": {"ketamine": False, "esketamine": False},
 }
 

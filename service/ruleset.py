@@ -63,12 +63,6 @@ class Ruleset:
         """rule id -> its place in ``evaluation_order``."""
         return {rule.id: i for i, rule in enumerate(self.evaluation_order)}
 
-    @cached_property
-    def always_visited(self) -> frozenset[str]:
-        """Rules a screening must look at even when they did not fire and read nothing absent:
-        those with explicit ``requires`` and those using a finding (which may be undecided)."""
-        return frozenset(r.id for r in self.pack.rules if r.requires or self.pack.findings_used[r.id])
-
 
 def load_ruleset(path: Path | str, backend: str = "durable") -> Ruleset:
     """Load, lint and compile a pack. Raises RulePackError or EngineError; never half-loads."""

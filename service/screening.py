@@ -68,10 +68,11 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
         visited = ruleset.evaluation_order
     else:
         # Only the rules that can add something: a rule that did not fire, reads nothing this
-        # intake lacks, requires nothing and uses no finding is "not fired" and says nothing, so
-        # a screening costs what fires and what is missing, not the size of the pack.
+        # intake lacks, requires nothing it lacks and uses no finding that may be undecided is
+        # "not fired" and says nothing, so a screening costs what fires and what is missing,
+        # not the size of the pack (tests/test_screening_visits.py holds this to ``explain``).
         rank = ruleset.evaluation_rank
-        ids = fired | suspects | ruleset.always_visited
+        ids = fired | plan.with_dependents(suspects | plan.requiring_absent(intake))
         visited = [pack.rules[order[i]] for i in sorted(ids, key=rank.__getitem__)]
     # Finding rules first, so that a rule using a finding sees its evidence or its missing data.
     for rule in visited:

@@ -42,6 +42,18 @@ class CompletenessPlan:
             self.item_fields.setdefault(array, ())
             self.item_fields[array] += (name,)
         self.optional: dict[str, OptionalAnswer] = {o.path: o for o in pack.optional}
+        # For the rules a screening must look at besides those that fired: a rule whose
+        # ``requires`` names an absent path, and the rules using a finding that may be undecided.
+        required: dict[str, set[str]] = {}
+        users: dict[str, set[str]] = {}
+        for rule in pack.rules:
+            for p in rule.requires:
+                required.setdefault(p, set()).add(rule.id)
+            for name in pack.findings_used[rule.id]:
+                users.setdefault(name, set()).add(rule.id)
+        self.required_by_path = {p: frozenset(ids) for p, ids in required.items()}
+        self.finding_users = {name: frozenset(ids) for name, ids in users.items()}
+        self.concludes = {r.id: r.concludes for r in pack.rules if r.concludes}
 
     @cached_property
     def _tree(self) -> dict:
@@ -79,6 +91,29 @@ class CompletenessPlan:
             out |= self.by_path[p]
         for key in absent_items:
             out |= self.by_item[key]
+        return out
+
+    def requiring_absent(self, intake: dict) -> set[str]:
+        """Rules whose ``requires`` names a path this intake lacks (one lookup per distinct
+        required path, whatever the number of rules)."""
+        out: set[str] = set()
+        for path, ids in self.required_by_path.items():
+            if C.lookup(intake, path) is C.MISSING:
+                out |= ids
+        return out
+
+    def with_dependents(self, seeds: set[str]) -> set[str]:
+        """``seeds`` and every rule using a finding concluded by one of them, transitively: a
+        finding can be undecided only if its rule is among the seeds (it reads something absent,
+        or requires it), and only the rules using it can be changed by that."""
+        out = set(seeds)
+        stack = [r for r in seeds if r in self.concludes]
+        while stack:
+            for user in self.finding_users.get(self.concludes[stack.pop()], ()):
+                if user not in out:
+                    out.add(user)
+                    if user in self.concludes:
+                        stack.append(user)
         return out
 
     def assumed(self, rule_id: str, absent_paths: set[str]) -> list[OptionalAnswer]:
