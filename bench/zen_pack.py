@@ -77,3 +77,83 @@ class ZenRules:
     def match(self, intake: dict, as_of: dt.datetime) -> tuple[str, ...]:
         fired = self.evaluate(intake, as_of).get("fired", {})
         return tuple(rid for rid in self._ids if fired.get(rid) is True)
+
+
+# Decision-table form: one table per layer (hit policy "collect"), with a column per plain field
+# that a rule tests with a comparison (unary cells, ZEN's fastest form: a cell left empty matches
+# anything), the rule's route and indication as unary lists, and one expression column for the
+# conditions a cell cannot hold (any/not, lists of records, dates, findings).
+_UNARY = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _cells(cond: C.Condition) -> dict[str, str] | None:
+    """path -> unary cell, when the condition is comparisons of plain fields joined by "and"."""
+    leaves = cond.items if isinstance(cond, C.AllOf) else (cond,)
+    parts: dict[str, list[str]] = {}
+    for leaf in leaves:
+        if not isinstance(leaf, C.Leaf) or isinstance(leaf.operand, dict):
+            return None
+        if leaf.op in _UNARY:
+            parts.setdefault(leaf.path, []).append(f"$ {_UNARY[leaf.op]} {_value(leaf.operand)}")
+        elif leaf.op == "eq":
+            parts.setdefault(leaf.path, []).append(f"$ == {_value(leaf.operand)}")
+        elif leaf.op == "in":
+            parts.setdefault(leaf.path, []).append(f"$ in [{', '.join(map(_value, leaf.operand))}]")
+        else:
+            return None
+    return {path: " and ".join(p) for path, p in parts.items()}
+
+
+def jdm_table(rules: Sequence[Rule], routes: Sequence[str], indications: Sequence[str]) -> dict:
+    concluder = {r.concludes: r.id for r in rules if r.concludes}
+
+    def node(node_id: str, kind: str, content: dict) -> dict:
+        return {"id": node_id, "type": kind, "name": node_id, "position": {"x": 0, "y": 0}, "content": content}
+
+    nodes = [{"id": "request", "type": "inputNode", "name": "request", "position": {"x": 0, "y": 0}}]
+    for depth, layer in enumerate(layers(rules)):
+        cells = {r.id: _cells(C.to_nnf(r.when)) for r in layer}
+        paths = sorted({p for c in cells.values() if c for p in c})
+        column = {p: f"c{i}" for i, p in enumerate(paths)}
+        inputs = [{"id": "route", "name": "route", "field": "treatment.route"},
+                  {"id": "indication", "name": "indication", "field": "treatment.indication"},
+                  *({"id": column[p], "name": p, "field": p} for p in paths),
+                  {"id": "x", "name": "condition"}]
+        rows = []
+        for rule in layer:
+            row = {"_id": rule.id, "id": _value(rule.id)}
+            if set(routes) - set(rule.routes):
+                row["route"] = ", ".join(map(_value, rule.routes))
+            if set(indications) - set(rule.indications):
+                row["indication"] = ", ".join(map(_value, rule.indications))
+            if cells[rule.id]:
+                row.update({column[p]: cell for p, cell in cells[rule.id].items()})
+            else:
+                row["x"] = _expr(C.to_nnf(rule.when), concluder)
+            rows.append(row)
+        nodes.append(node(f"table{depth}", "decisionTableNode", {
+            "hitPolicy": "collect", "passThrough": True, "outputPath": f"layer{depth}",
+            "inputs": inputs, "outputs": [{"id": "id", "name": "rule", "field": "id"}], "rules": rows}))
+        concluding = [r for r in layer if r.concludes]
+        if concluding:  # the next layers read a finding as fired.<rule id>, as in the graph form
+            nodes.append(node(f"findings{depth}", "expressionNode", {"passThrough": True, "expressions": [
+                {"id": r.id, "key": f"fired.{r.id}", "value": f"some(layer{depth}, #.id == {_value(r.id)})"}
+                for r in concluding]}))
+    nodes.append({"id": "response", "type": "outputNode", "name": "response", "position": {"x": 0, "y": 0}})
+    edges = [{"id": f"e{i}", "sourceId": a["id"], "targetId": b["id"], "type": "edge"}
+             for i, (a, b) in enumerate(zip(nodes, nodes[1:]))]
+    return {"nodes": nodes, "edges": edges}
+
+
+class ZenTable(ZenRules):
+    """The same rules as decision tables (``jdm_table``): the form ZEN evaluates fastest."""
+
+    def __init__(self, rules: Sequence[Rule]):
+        from schemas.intake import INDICATIONS, ROUTES
+        self._ids = [r.id for r in rules]
+        self.decision = zen.ZenEngine().create_decision(json.dumps(jdm_table(rules, ROUTES, INDICATIONS)))
+
+    def match(self, intake: dict, as_of: dt.datetime) -> tuple[str, ...]:
+        result = self.evaluate(intake, as_of)
+        fired = {row["id"] for key, rows in result.items() if key.startswith("layer") for row in rows}
+        return tuple(rid for rid in self._ids if rid in fired)

@@ -87,7 +87,8 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
         if rule.id in suspects or (unknown_findings and any(f in unknown_findings for f in uses)):
             for o in plan.assumed(rule.id, absent_paths):
                 assumptions.setdefault(o.path, o)
-            k = C.KleeneEvaluator(intake, as_of, findings, set(unknown_findings)).evaluate(plan.nnf[rule.id])
+            k = plan.when_all_absent(rule.id, absent_paths) or \
+                C.KleeneEvaluator(intake, as_of, findings, set(unknown_findings)).evaluate(plan.nnf[rule.id])
             if k.value == C.UNKNOWN:
                 is_fired = False
                 absent = list(k.missing)

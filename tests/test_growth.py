@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.packs import AS_OF, intakes, write_pack
+from bench.packs import AS_OF, FIVE, intakes, write_pack
 from schemas.intake import IntakeSchema
 from service.engine import compile_rules
 from service.engine.durable import SHARD_CONDITIONS
@@ -79,6 +79,10 @@ def _near_generated(raw: dict, data) -> dict:
     patient = dict(intake.get("patient") or {})
     patient["age_years"] = data.draw(st.integers(10, 100))
     intake["patient"] = patient
+    # the formulary rules name med-00009, med-00019, ...: names on and off that list, any class
+    intake["medications"] = [{"name": f"med-{data.draw(st.integers(0, 60)):05d}",
+                              "class": data.draw(st.sampled_from(["other", "maoi", "opioid", "ssri"]))}
+                             for _ in range(data.draw(st.integers(0, 4)))]
     return intake
 
 
@@ -107,6 +111,11 @@ def test_an_intake_meets_only_the_shards_that_concern_it(tmp_path, monkeypatch):
     sparse = IntakeSchema().load(intakes()[3])
     ruleset.compiled.match(sparse, AS_OF)
     assert len(asserted) < ruleset.compiled.shard_count / 4  # 26 of 195 when written
+    # A complete intake naming five medications of a 500-name formulary meets the shard holding
+    # those names (its medications' values are looked up), not every shard about medications.
+    asserted.clear()
+    assert len(ruleset.compiled.match(IntakeSchema().load(FIVE), AS_OF).fired) == 5
+    assert len(asserted) <= 2  # 1 when written; 19 before medication names were indexed
 
 
 @pytest.mark.parametrize("op, threshold, value, candidate", [
@@ -126,6 +135,15 @@ def test_guards_never_drop_what_they_cannot_decide():
     assert index.candidates({"y": 1.0, "z": 0}, ["f"]) == {1, 2, 3, 4}
 
 
+def test_an_item_guard_is_looked_up_with_every_item_value():
+    index = GuardIndex([Guard("item", "meds", "name", ("a",)), Guard("item", "meds", "class", ("x", "y"))])
+    assert index.candidates({}, []) == set()
+    assert index.candidates({"meds": []}, []) == set()
+    assert index.candidates({"meds": [{"name": "b"}, {"class": "y"}]}, []) == {1}
+    assert index.candidates({"meds": [{"name": "a", "class": "z"}]}, []) == {0}
+    assert index.candidates({"meds": [{"name": ["a"]}, "text"]}, []) == {0}  # unhashable: the engine decides
+
+
 def test_the_guard_is_a_literal_the_conjunction_needs():
     eq = C.Leaf("a", "eq", "x")
     absent = C.Leaf("b", "exists", False)
@@ -133,6 +151,10 @@ def test_the_guard_is_a_literal_the_conjunction_needs():
     assert guard_of([absent, C.Finding("f", negated=True)]) == Guard("none")
     assert guard_of([C.Leaf("d", "within_days", 30)]) == Guard("threshold", "d" + C.DAYS_SUFFIX, "lte", 30)
     assert guard_of([C.Leaf("e", "ne", 1)]) == Guard("present", "e")
+    item = C.AllOf((C.Leaf("status", "ne", "x"), C.Leaf("name", "eq", "n")))
+    assert guard_of([C.Leaf("m", "any_item", item)]) == Guard("item", "m", "name", ("n",))
+    assert guard_of([C.Leaf("m", "any_item", C.Leaf("class", "in", ["p", "q"]))]) == Guard("item", "m", "class", ("p", "q"))
+    assert guard_of([C.Leaf("m", "all_items", C.Leaf("class", "eq", "p"))]) == Guard("present", "m")  # holds of an empty list
 
 
 def test_the_reload_deadline_grows_with_the_pack(tmp_path, monkeypatch):

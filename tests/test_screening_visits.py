@@ -81,3 +81,27 @@ def test_a_complete_intake_visits_the_rules_that_fire_not_the_pack(generated, mo
     decision = screen(IntakeSchema().load(FIVE), generated, as_of=PACK_AS_OF)
     assert len(decision.reasons) == 5 and decision.missing == []
     assert set(visits) == {r.rule_id for r in decision.reasons}
+
+
+def test_an_answer_worked_out_once_for_absent_reads_is_the_answer_on_the_intake(generated, ruleset):
+    """``when_all_absent`` stands in for the three-valued evaluation of a rule whose every read is
+    absent: on every such rule and intake here, it must be exactly that evaluation."""
+    from service.policy import conditions as C
+
+    checked = 0
+    cases = [(generated, IntakeSchema().load(raw), PACK_AS_OF) for raw in _variants()]
+    cases += [(ruleset, ruleset.intake_schema.load({k: v for k, v in case.intake.items() if k not in drop}),
+               case.as_of or ruleset.pack.test_as_of)
+              for case in ruleset.pack.tests
+              for drop in ((), ("vitals",), ("patient", "medications"), ("psychiatric_history", "substance_use"))]
+    for rs, intake, as_of in cases:
+        plan = rs.completeness
+        absent, _ = plan.absent(intake)
+        for rule in rs.pack.rules:
+            memo = plan.when_all_absent(rule.id, absent)
+            if memo is None:
+                continue
+            full = C.KleeneEvaluator(intake, as_of, set(), set()).evaluate(plan.nnf[rule.id])
+            assert (memo.value, memo.missing, memo.findings) == (full.value, full.missing, full.findings), rule.id
+            checked += 1
+    assert checked > 1000

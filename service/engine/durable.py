@@ -147,7 +147,7 @@ class _Layer:
 def _shard_order(guard: Guard, position: int) -> tuple:
     value = guard.value if guard.kind == "threshold" else 0
     return (guard.kind, guard.path if guard.kind != "finding" else "", guard.op, value,
-            repr(guard.value) if guard.kind == "eq" else "", position)
+            repr(guard.value) if guard.kind in ("eq", "item") else "", position)
 
 
 def _fire(handle: int, body: str) -> list[str]:

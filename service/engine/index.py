@@ -5,6 +5,9 @@ Every condition (one alternative of a rule, a conjunction) is given a *guard*: o
 literals that must hold for the conjunction to hold, chosen for how cheaply it can be looked up:
 
 - ``path == value`` (and each value of ``in``): a dictionary from value to conditions;
+- ``any_item`` whose item must have ``field == value`` (or one of an ``in`` list): a dictionary
+  from value to conditions per list and field, looked up with each item's value (a formulary of
+  named medications is met only by the names the patient takes);
 - a positive finding: a dictionary from finding to conditions;
 - ``>``, ``>=``, ``<``, ``<=`` on a number (date ages included, through their derived numbers):
   the thresholds of one path and operator, sorted, cut with one binary search;
@@ -38,10 +41,10 @@ def _number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Guard:
-    kind: str              # "eq" | "finding" | "threshold" | "present" | "none"
-    path: str = ""         # field path (derived for dates), or the finding's name
-    op: str = ""           # threshold operator
-    value: Any = None      # eq value or threshold
+    kind: str              # "eq" | "item" | "finding" | "threshold" | "present" | "none"
+    path: str = ""         # field path (derived for dates), the list's path, or the finding's name
+    op: str = ""           # threshold operator, or the item's field
+    value: Any = None      # eq value, threshold, or the item field's values (a tuple)
 
     @property
     def group(self) -> tuple:
@@ -69,6 +72,8 @@ def guard_of(conjunction: Sequence[C.Condition]) -> Guard:
         op, operand = lit.op, lit.operand
         if op == "eq" and isinstance(operand, Hashable) and operand is not None:
             offer(0, Guard("eq", lit.path, value=operand))
+        elif op == "any_item" and (item := _item_guard(operand)) is not None:
+            offer(0, Guard("item", lit.path, item[0], item[1]))
         elif op in _THRESHOLD_OPS and _number(operand):
             offer(2, Guard("threshold", lit.path, op, operand))
         elif op in _DATE_AS_THRESHOLD and _number(operand):
@@ -82,6 +87,19 @@ def guard_of(conjunction: Sequence[C.Condition]) -> Guard:
     return best[1] if best else Guard("none")
 
 
+def _item_guard(body: C.Condition) -> tuple[str, tuple] | None:
+    """(field, values) that one item must have for ``body`` to hold of it, if ``body`` has such
+    a literal: ``field == value`` or ``field in [values]`` among its top-level conjuncts."""
+    for lit in body.items if isinstance(body, C.AllOf) else (body,):
+        if not isinstance(lit, C.Leaf) or "." in lit.path:
+            continue
+        if lit.op == "eq" and isinstance(lit.operand, Hashable) and lit.operand is not None:
+            return lit.path, (lit.operand,)
+        if lit.op == "in" and all(isinstance(v, Hashable) and v is not None for v in lit.operand):
+            return lit.path, tuple(lit.operand)
+    return None
+
+
 class GuardIndex:
     """Candidates among conditions numbered 0..n-1, each with its guard."""
 
@@ -89,12 +107,16 @@ class GuardIndex:
         self.size = len(guards)
         self._always: list[int] = []
         self._eq: dict[str, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
+        self._items: dict[tuple[str, str], dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
         self._findings: dict[str, list[int]] = defaultdict(list)
         self._present: dict[str, list[int]] = defaultdict(list)
         thresholds: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
         for i, guard in enumerate(guards):
             if guard.kind == "eq":
                 self._eq[guard.path][guard.value].append(i)
+            elif guard.kind == "item":
+                for value in guard.value:
+                    self._items[(guard.path, guard.op)][value].append(i)
             elif guard.kind == "finding":
                 self._findings[guard.path].append(i)
             elif guard.kind == "threshold":
@@ -108,6 +130,7 @@ class GuardIndex:
             pairs.sort(key=lambda p: p[0])
             self._thresholds[key] = ([p[0] for p in pairs], [p[1] for p in pairs])
         self._eq = {path: dict(values) for path, values in self._eq.items()}
+        self._items = {key: dict(values) for key, values in self._items.items()}
 
     def candidates(self, fact: dict, findings: Sequence[str] | set[str]) -> set[int]:
         out = set(self._always)
@@ -123,6 +146,22 @@ class GuardIndex:
                 continue
             if hit:
                 out.update(hit)
+        for (path, name), by_value in self._items.items():
+            items = C.lookup(fact, path)
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                value = item.get(name) if isinstance(item, dict) else None
+                if value is None:
+                    continue
+                try:
+                    hit = by_value.get(value)
+                except TypeError:  # an unhashable value: let the engine decide
+                    for ids in by_value.values():
+                        out.update(ids)
+                    continue
+                if hit:
+                    out.update(hit)
         for name in findings:
             hit = self._findings.get(name)
             if hit:
