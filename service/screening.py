@@ -72,7 +72,16 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
         # "not fired" and says nothing, so a screening costs what fires and what is missing,
         # not the size of the pack (tests/test_screening_visits.py holds this to ``explain``).
         rank = ruleset.evaluation_rank
-        ids = fired | plan.with_dependents(suspects | plan.requiring_absent(intake))
+        seeds = suspects | plan.requiring_absent(intake)
+        if absent_paths:
+            # Rules reading only what is absent are settled by group (service.policy.completeness).
+            settled, bulk = plan.settle_absent(route, indication, absent_paths, fired)
+            seeds -= settled
+            missing_at.update(bulk.missing)
+            unknown_findings.update(bulk.findings)
+            findings.difference_update(bulk.findings)
+            seeds |= plan.users_of(bulk.findings)
+        ids = fired | plan.with_dependents(seeds)
         visited = [pack.rules[order[i]] for i in sorted(ids, key=rank.__getitem__)]
     # Finding rules first, so that a rule using a finding sees its evidence or its missing data.
     for rule in visited:
@@ -87,7 +96,7 @@ def screen(intake: dict, ruleset: Ruleset, *, as_of: dt.datetime | None = None,
         if rule.id in suspects or (unknown_findings and any(f in unknown_findings for f in uses)):
             for o in plan.assumed(rule.id, absent_paths):
                 assumptions.setdefault(o.path, o)
-            k = plan.when_all_absent(rule.id, absent_paths) or \
+            k = plan.when_all_absent(rule.id, absent_paths, unknown_findings) or \
                 C.KleeneEvaluator(intake, as_of, findings, set(unknown_findings)).evaluate(plan.nnf[rule.id])
             if k.value == C.UNKNOWN:
                 is_fired = False

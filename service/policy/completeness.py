@@ -12,10 +12,18 @@ this intake lacks (or use a finding that was left undecided) are evaluated again
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
 
 from service.policy import conditions as C
 from service.policy.model import OptionalAnswer, RulePack
+
+
+@dataclass
+class _Settled:
+    missing: dict[str, tuple[int, int]]   # path -> (rule's place in the pack, place in its list)
+    findings: dict[str, list[str]]        # undecided finding -> the paths it hinges on
 
 
 # "Today" for answers worked out with nothing present: no value is there to compare with it.
@@ -61,6 +69,7 @@ class CompletenessPlan:
         self.concludes = {r.id: r.concludes for r in pack.rules if r.concludes}
         self._uses_findings = frozenset(r.id for r in pack.rules if pack.findings_used[r.id])
         self._alone: dict[str, C.Kleene] = {}
+        self._bulk_cache: dict[tuple, dict] = {}
 
     @cached_property
     def _tree(self) -> dict:
@@ -100,19 +109,93 @@ class CompletenessPlan:
             out |= self.by_item[key]
         return out
 
-    def when_all_absent(self, rule_id: str, absent_paths: set[str]) -> C.Kleene | None:
-        """The rule's three-valued answer when everything it reads is absent, or None when it
-        reads something present or uses a finding. Such an answer is the same for every intake
-        that lacks those answers (a value that is absent has no date to age, no type to compare),
-        so it is worked out once per rule: an intake missing a whole section meets hundreds of
-        rules reading it in a large pack, and pays a set comparison for each. Shared: not to be
-        changed by the caller."""
-        if rule_id in self._uses_findings or not self.paths[rule_id] <= absent_paths:
+    def when_all_absent(self, rule_id: str, absent_paths: set[str], unknown_findings) -> C.Kleene | None:
+        """The rule's three-valued answer when everything it reads is absent and every finding
+        it uses is undecided, or None otherwise. Such an answer is the same for every intake that
+        lacks those answers (a value that is absent has no date to age, no type to compare), so
+        it is worked out once per rule. Shared: not to be changed by the caller."""
+        if not self.paths[rule_id] <= absent_paths:
             return None
+        uses = self.pack.findings_used[rule_id]
+        if uses and not all(name in unknown_findings for name in uses):
+            return None
+        return self._answer_alone(rule_id)
+
+    def _answer_alone(self, rule_id: str) -> C.Kleene:
         answer = self._alone.get(rule_id)
         if answer is None:
-            answer = self._alone[rule_id] = C.KleeneEvaluator({}, _ANY_DAY, set(), set()).evaluate(self.nnf[rule_id])
+            undecided = set(self.pack.findings_used[rule_id])
+            answer = self._alone[rule_id] = C.KleeneEvaluator({}, _ANY_DAY, set(), undecided).evaluate(self.nnf[rule_id])
         return answer
+
+    @cached_property
+    def _by_reads(self) -> dict[frozenset[str], frozenset[str]]:
+        """Rules that can be settled in bulk, by the set of paths they read: no finding used, no
+        declared optional answer read, ``requires`` only among what they read, and a finding
+        concluded by no other rule. Once everything such a rule reads is absent, its answer is
+        ``when_all_absent``'s and all it can add is missing paths (or an undecided finding)."""
+        optional = set(self.optional)
+        concluders = Counter(r.concludes for r in self.pack.rules if r.concludes)
+        groups: dict[frozenset[str], set[str]] = {}
+        for rule in self.pack.rules:
+            reads = self.paths[rule.id]
+            if (not reads or rule.id in self._uses_findings or reads & optional
+                    or not set(rule.requires) <= reads or rule.concludes and concluders[rule.concludes] > 1):
+                continue
+            groups.setdefault(reads, set()).add(rule.id)
+        return {reads: frozenset(ids) for reads, ids in groups.items()}
+
+    def _bulk(self, route: str | None, indication: str | None) -> dict[frozenset[str], _Settled]:
+        """For one route and indication, per group of ``_by_reads``, what its applicable rules
+        add when they did not fire: each path they ask with where it is first asked (pack order,
+        place in the rule's list), and each finding left undecided with its missing paths —
+        what the rule-by-rule pass of ``screen()`` records for them."""
+        key = (route, indication)
+        cached = self._bulk_cache.get(key)
+        if cached is not None:
+            return cached
+        order = self.pack.rule_order
+        out: dict[frozenset[str], _Settled] = {}
+        for reads, ids in self._by_reads.items():
+            settled = _Settled({}, {})
+            for rule_id in sorted(ids, key=order.__getitem__):
+                rule = self.pack.rules[order[rule_id]]
+                if not rule.applies(route, indication):
+                    continue
+                answer = self._answer_alone(rule_id)
+                # undecided: what it hinges on; otherwise (not fired) its required paths, all absent
+                absent = list(answer.missing) if answer.value == C.UNKNOWN else list(rule.requires)
+                if not absent:
+                    continue
+                if rule.concludes:
+                    settled.findings[rule.concludes] = absent
+                else:
+                    for i, path in enumerate(absent):
+                        at = (order[rule_id], i)
+                        settled.missing[path] = min(settled.missing.get(path, at), at)
+            out[reads] = settled
+        self._bulk_cache[key] = out
+        return out
+
+    def settle_absent(self, route: str | None, indication: str | None, absent_paths: set[str],
+                      fired: set[str]) -> tuple[set[str], _Settled]:
+        """The rules settled in bulk for this intake (everything they read is absent, and none of
+        their group fired), with the missing paths and undecided findings they add. A screening
+        of an intake lacking whole sections then costs one set comparison per group of rules
+        reading the same paths, not a visit per rule; a group with a fired rule is left to the
+        rule-by-rule pass. tests/test_screening_visits.py holds this to ``explain``, which visits
+        every rule."""
+        settled: set[str] = set()
+        out = _Settled({}, {})
+        bulk = self._bulk(route, indication)
+        for reads, ids in self._by_reads.items():
+            if reads <= absent_paths and ids.isdisjoint(fired):
+                settled |= ids
+                group = bulk[reads]
+                for path, at in group.missing.items():
+                    out.missing[path] = min(out.missing.get(path, at), at)
+                out.findings.update(group.findings)
+        return settled, out
 
     def requiring_absent(self, intake: dict) -> set[str]:
         """Rules whose ``requires`` names a path this intake lacks (one lookup per distinct
@@ -122,6 +205,10 @@ class CompletenessPlan:
             if C.lookup(intake, path) is C.MISSING:
                 out |= ids
         return out
+
+    def users_of(self, names) -> set[str]:
+        """The rules using any of these findings, and their dependents."""
+        return self.with_dependents(set().union(*(self.finding_users.get(n, ()) for n in names)))
 
     def with_dependents(self, seeds: set[str]) -> set[str]:
         """``seeds`` and every rule using a finding concluded by one of them, transitively: a
