@@ -97,12 +97,20 @@ def _analysis() -> list[str]:
         "`SCREENING_KEY_CACHE_SECONDS`; rate-limit tokens are taken from the shared bucket a second's worth "
         "at a time (README, *Rate limit and key cache tolerances*).",
         "- **Engine**: conditions are grouped into durable-rules shards by a *guard* (a literal the "
-        "condition cannot hold without: a value, a threshold, a finding, a present field), and a guard "
-        "index (`service/engine/index.py`) picks the shards an intake can satisfy; each shard is asserted "
-        "only the fact's properties it reads. An intake that concerns few rules of a large pack meets few "
-        "shards. What still grows with the pack: intakes that fire many rules (each fired condition is an "
-        "action to drain) and, in `screen()`, the pass over every applicable rule for missing data "
-        "(`service/screening.py`, which issue 12 is reworking; left alone here).",
+        "condition cannot hold without: a value, an item's value in a list of records — a medication's "
+        "name —, a threshold, a finding, a present field), and a guard index (`service/engine/index.py`) "
+        "picks the shards an intake can satisfy; each shard is asserted only the fact's properties it "
+        "reads. An intake that concerns few rules of a large pack meets few shards (*five*: one shard of "
+        "184 at 5,000 rules).",
+        "- **`screen()`** visits the rules that fired, those reading something the intake lacks or "
+        "requiring it, and the users of a finding that may be undecided; every other rule is \"not "
+        "fired\" and says nothing (tests/test_screening_visits.py holds this to `explain`, which visits "
+        "every rule). Rules reading only absent answers are settled by group of what they read (their "
+        "three-valued answer is the same for every intake lacking those answers, worked out once), so an "
+        "intake missing a whole section pays a set comparison per group, not a visit per rule. What grows "
+        "with what fires: the evidence of each fired rule (the values that made it fire, re-read in "
+        "Python: about three quarters of `screen()` on *hot*, which fires thousands of rules at once; "
+        "zen-engine returns no evidence).",
         "- **Loading**: a per-rule scan of the file's positions made loading quadratic (5.6 s of 17 s under "
         "cProfile for 5,000 rules); positions are now grouped in one pass, YAML is parsed by libyaml "
         "(`CSafeLoader`, same line and column marks), and one schema instance reads a file's rules.",
