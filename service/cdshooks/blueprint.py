@@ -80,7 +80,7 @@ def state_from_settings(settings: CdsHooksSettings) -> CdsHooksState:
     return CdsHooksState(
         verifier=verifier_from_settings(settings),
         base_url=public_base_url(settings.base_url),
-        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout),
+        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout, max_pages=settings.fhir_max_pages),
         max_body_bytes=settings.max_body_bytes,
     )
 

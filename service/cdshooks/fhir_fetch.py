@@ -8,6 +8,13 @@ satisfied and found nothing. What is unsatisfied is fetched from
 ``fhirServer`` with the ``fhirAuthorization`` bearer token, in parallel and with short timeouts
 (the whole call has a ~500 ms budget). When a required key can be had neither way the caller
 answers 412, as the specification requires.
+
+A search is followed through at most ``FetchSettings.max_pages`` pages
+(SCREENING_CDS_FHIR_MAX_PAGES). A list read whole (conditions, medications, allergies: no
+``_sort``) that has more pages than that is *cut short*: the pages read say nothing about the
+rest, so the key is left out as unread (its fields stay missing, nothing is assumed absent) and
+a warning says why; it is not a 412, since the server did answer. A latest-first search
+(``_sort``) keeps the pages read: what it asks for comes first.
 """
 from __future__ import annotations
 
@@ -24,7 +31,6 @@ from service.cdshooks.fhirjson import Node, many, rtype
 from service.cdshooks.mapping import FhirRecord
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
-MAX_PAGES = 5
 
 
 class DataUnavailable(Exception):
@@ -45,10 +51,22 @@ class MalformedFhir(Exception):
         self.message = message
 
 
+class SearchCutShort(Exception):
+    """A whole-list search had more pages than the limit: what was read is not the list."""
+
+    def __init__(self, key: str, pages: int):
+        super().__init__(f"{key}: more than {pages} pages")
+        self.key = key
+        self.pages = pages
+
+
 @dataclass(frozen=True)
 class FetchSettings:
     timeout_seconds: float = 2.0
     max_workers: int = 8
+    # Pages followed per search (SCREENING_CDS_FHIR_MAX_PAGES; service.config holds the default
+    # the environment overrides): bounds the requests one call makes to a FHIR server.
+    max_pages: int = 5
 
 
 def parse_resource(value: Any, path: str) -> Node:
@@ -136,22 +154,44 @@ class FhirClient:
             raise DataUnavailable([path], {path: "FHIR server answered with something that is not valid FHIR"}) from None
 
     def search_all(self, query: str, key: str) -> list[Any]:
+        """Every resource of a search, following ``next`` links up to ``max_pages`` pages.
+        Raises SearchCutShort when a whole-list search has more pages than that."""
         parsed = self.get(query, key)
         if parsed is not None and not answers_key(parsed, key):
             raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
         out = resources_of(parsed)
         pages = 1
-        while parsed is not None and rtype(parsed) == "Bundle" and pages < MAX_PAGES:
-            nxt = next((link.url for link in many(parsed.link) if isinstance(link, Node) and link.relation == "next"
-                        and isinstance(link.url, str)), None)
+        while parsed is not None and rtype(parsed) == "Bundle":
+            nxt = next_link(parsed)
             if not nxt:
                 break
+            if pages >= self.settings.max_pages:
+                if latest_first(query):
+                    break  # the newest come first: later pages hold only older readings
+                raise SearchCutShort(key, pages)
             parsed = self.get(nxt, key)
             if rtype(parsed) != "Bundle":  # a page that is not one: the list is not whole
                 raise DataUnavailable([key], {key: "a page of the search result is not a Bundle"})
             out.extend(resources_of(parsed))
             pages += 1
         return out
+
+
+def next_link(bundle: Any) -> str | None:
+    return next((link.url for link in many(bundle.link) if isinstance(link, Node) and link.relation == "next"
+                 and isinstance(link.url, str)), None)
+
+
+def latest_first(query: str) -> bool:
+    """A search that asks for the newest entries first (``_sort``): its first pages answer it."""
+    return "_sort=" in query
+
+
+def cut_short_warning(key: str, pages: int) -> str:
+    resource = PREFETCH[key].split("?")[0]
+    return (f"The FHIR server's {resource} list ({key}) has more than {pages} pages; only {pages} were read "
+            f"(SCREENING_CDS_FHIR_MAX_PAGES): the list counts as unread, so what it would answer is not "
+            f"assumed absent and stays missing.")
 
 
 def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | None = None) -> dict[str, list[Any]]:
@@ -188,20 +228,27 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
             unsatisfied[key] = "not the search result asked for"
             continue
         # A paginated prefetch (a next link) needs the server for the rest.
-        if rtype(parsed) == "Bundle" and any(isinstance(link, Node) and link.relation == "next" for link in many(parsed.link)):
+        if rtype(parsed) == "Bundle" and next_link(parsed):
             unsatisfied[key] = "paginated"
             continue
         out[key] = resources_of(parsed, f"prefetch.{key}", warnings)
 
+    cut_short: dict[str, int] = {}
     if unsatisfied:
-        out.update(_fetch(unsatisfied, request_body, context, settings))
-    missing = [k for k in REQUIRED_KEYS if k not in out]
+        out.update(_fetch(unsatisfied, request_body, context, settings, cut_short))
+    for key, pages in cut_short.items():
+        # The server answered, with more than we read: not a 412, an unread list.
+        warnings.append(cut_short_warning(key, pages))
+    missing = [k for k in REQUIRED_KEYS if k not in out and k not in cut_short]
     if missing:
         raise DataUnavailable(missing, {k: unsatisfied.get(k, "unavailable") for k in missing})
     return out
 
 
-def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: FetchSettings) -> dict[str, list[Any]]:
+def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: FetchSettings,
+           cut_short: dict[str, int]) -> dict[str, list[Any]]:
+    """The keys' resources from ``fhirServer``; a key cut short at the page limit goes into
+    ``cut_short`` (key -> pages read), not into the answer."""
     server = request_body.get("fhirServer")
     auth = request_body.get("fhirAuthorization") or {}
     if not isinstance(server, str) or not server.startswith(("http://", "https://")):
@@ -210,19 +257,23 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
     client = FhirClient(server, token if isinstance(token, str) else None, settings)
     queries = {k: render_template(PREFETCH[k], context) for k in keys}
 
-    def one(key: str) -> tuple[str, list[Any] | None]:
+    def one(key: str) -> tuple[str, list[Any] | None | SearchCutShort]:
         query = queries[key]
         if query is None:
             return key, None
         try:
             return key, client.search_all(query, key)
+        except SearchCutShort as exc:
+            return key, exc
         except (requests.RequestException, DataUnavailable):
             return key, None
 
     out: dict[str, list[Any]] = {}
     with ThreadPoolExecutor(max_workers=min(settings.max_workers, len(keys))) as pool:
         for key, resources in pool.map(one, keys):
-            if resources is not None:
+            if isinstance(resources, SearchCutShort):
+                cut_short[key] = resources.pages
+            elif resources is not None:
                 out[key] = resources
     return out
 
@@ -251,7 +302,8 @@ def build_record(data: dict[str, list[Any]], draft_resources: list[Any], ordered
                 full_index.setdefault(f"{rtype(r)}/{r.id}", r)
     patients = of(("patient",), "Patient")
     meds = None
-    if "medicationStatements" in data or "medicationRequests" in data:
+    # The medication list is both searches: one unread (cut short) leaves the list unread.
+    if "medicationStatements" in data and "medicationRequests" in data:
         meds = of(("medicationStatements", "medicationRequests"), "MedicationStatement", "MedicationRequest")
     return FhirRecord(
         patient=patients[0] if patients else None,
