@@ -39,10 +39,12 @@ from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifi
 from service.cdshooks.mapping import (
     DraftOrder,
     Mapping,
+    answerable_paths,
     default_mapping,
     find_ketamine_orders,
     map_to_intake,
     subject_reference,
+    not_from_ehr,
     unnamed_orders,
 )
 from service.cdshooks.urls import fhir_server_allowed, public_base_url
@@ -184,11 +186,14 @@ def call_service(service_id: str):
 
     record = build_record(data, drafts, {id(o.resource) for o in orders}, index, warnings)
     ruleset = current_app.extensions["rulesets"].current
+    # The served ruleset's catalog (a reload may have added fields), never the repository's.
+    catalog = ruleset.pack.catalog
+    answerable = answerable_paths(state.mapping, catalog)
     subject = subject_reference(str(claims["iss"]), str(context["patientId"]))
     cards = []
     for order in orders:
         now = dt.datetime.now(dt.timezone.utc)
-        mapped = map_to_intake(record, order, state.mapping, as_of=now, subject_id=subject)
+        mapped = map_to_intake(record, order, state.mapping, as_of=now, subject_id=subject, catalog=catalog)
         if mapped is None:
             continue  # not a screening indication (e.g. procedural anaesthesia)
         try:
@@ -199,9 +204,18 @@ def call_service(service_id: str):
             continue
         decision = screen(intake, ruleset, as_of=now)
         url = _store(decision, intake, str(claims["iss"]))
+        ask = {p: _question(catalog, p) for p in not_from_ehr(decision.missing, answerable)}
         cards.append(decision_card(decision, route=order.route, sources=mapped.sources, notes=mapped.notes,
-                                   decision_url=url, assumptions=mapped.assumptions, warnings=mapped.warnings))
+                                   decision_url=url, assumptions=mapped.assumptions, warnings=mapped.warnings,
+                                   not_from_ehr=ask))
     return _cards(cards)
+
+
+def _question(catalog, path: str) -> str:
+    definition = catalog.definition(path)
+    if definition is None:
+        return path
+    return definition.question or definition.label
 
 
 def _cards(cards: list[dict]) -> Any:
