@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import cross_origin
 from marshmallow import ValidationError
 
+from schemas.catalog import Catalog
 from schemas.cdshooks import FEEDBACK_OUTCOMES
 from schemas.errors import dotted, flatten_messages
 from service.cdshooks.cards import (
@@ -45,6 +46,7 @@ from service.cdshooks.mapping import (
     map_to_intake,
     subject_reference,
     not_from_ehr,
+    reference_mismatches,
     unnamed_orders,
 )
 from service.cdshooks.urls import fhir_server_allowed, public_base_url
@@ -76,6 +78,26 @@ class CdsHooksState:
     # Feedback on cards the decision log does not know (see record_feedback): the latest
     # FEEDBACK_KEPT only, so a client repeating it cannot grow the process without bound.
     feedback: deque[dict] = field(default_factory=lambda: deque(maxlen=FEEDBACK_KEPT))
+    # Served catalog digest -> the fields the mapping can answer: worked out once per catalog a
+    # reload brings, and logged then (what CDS requests will have to ask for).
+    answerable: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def answerable_for(self, catalog: Catalog) -> frozenset[str]:
+        found = self.answerable.get(catalog.digest)
+        if found is not None:
+            return found
+        found = answerable_paths(self.mapping, catalog)
+        if len(self.answerable) >= 8:  # a catalog no longer served is not asked about again
+            self.answerable.clear()
+        self.answerable[catalog.digest] = found
+        asked = [p for p, info in catalog.flat.items()
+                 if p not in found and info.definition is not None and info.definition.question]
+        if asked:
+            log.info("CDS Hooks: no FHIR mapping answers these fields of the served field catalog; a card "
+                        "whose decision needs one lists it as not available from the EHR, to ask: %s", ", ".join(asked))
+        for mismatch in reference_mismatches(self.mapping, catalog):
+            log.warning("CDS Hooks: field catalog %s", mismatch)
+        return found
 
 
 def state_from_settings(settings: CdsHooksSettings) -> CdsHooksState:
@@ -188,7 +210,7 @@ def call_service(service_id: str):
     ruleset = current_app.extensions["rulesets"].current
     # The served ruleset's catalog (a reload may have added fields), never the repository's.
     catalog = ruleset.pack.catalog
-    answerable = answerable_paths(state.mapping, catalog)
+    answerable = state.answerable_for(catalog)
     subject = subject_reference(str(claims["iss"]), str(context["patientId"]))
     cards = []
     for order in orders:

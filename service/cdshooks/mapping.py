@@ -526,19 +526,45 @@ def questionnaire_fields(mapping: Mapping, catalog: Catalog) -> frozenset[str]:
     return frozenset(listed)
 
 
-def answerable_paths(mapping: Mapping, catalog: Catalog) -> frozenset[str]:
-    """The served catalog's fields this mapping can fill from an EHR record: by code (the
-    patient, vital signs, the order), by its tables (conditions, allergies, substance use,
-    medications) or by the questionnaire. A field outside this set is never answered by a CDS
-    request: when a rule needs it, the card asks for it as "not available from the EHR"."""
-    filled = {p for paths in FILLED_BY_CODE.values() for p in paths}
+def sections_filling(mapping: Mapping, catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Section of the mapping (as a catalog ``fhir.mapping`` reference names it) -> the served
+    catalog's fields it can fill: by code (the order, the patient, the vital signs, substance
+    use, medications) or by its tables (conditions with ``absence``, allergies, the questionnaire)."""
+    out = {section: set(paths) for section, paths in FILLED_BY_CODE.items()}
+    conditions = out.setdefault("conditions", set())
     for _, _, active, past in mapping.conditions:
-        filled.update(active)
-        filled.update(past)
-    filled.update(mapping.assumed)
-    filled.update(mapping.allergies)
-    filled.update(questionnaire_fields(mapping, catalog))
-    return frozenset(p for p in filled if p in catalog.flat)
+        conditions.update(active)
+        conditions.update(past)
+    conditions.update(mapping.assumed)
+    out["allergies"] = set(mapping.allergies)
+    out["questionnaire"] = set(questionnaire_fields(mapping, catalog))
+    return {section: frozenset(p for p in paths if p in catalog.flat) for section, paths in out.items()}
+
+
+def answerable_paths(mapping: Mapping, catalog: Catalog) -> frozenset[str]:
+    """The served catalog's fields this mapping can fill from an EHR record, by any section. A
+    field outside this set is never answered by a CDS request: when a rule needs it, the card
+    asks for it as "not available from the EHR"."""
+    return frozenset().union(*sections_filling(mapping, catalog).values())
+
+
+def reference_mismatches(mapping: Mapping, catalog: Catalog) -> list[str]:
+    """Catalog fields whose ``fhir`` reference names a section of the mapping that does not fill
+    them (or no section at all), with the sections that do: what an editor should correct."""
+    filling = sections_filling(mapping, catalog)
+    out = []
+    for path in catalog.flat:
+        named = str(fhir_reference(catalog, path).get("mapping") or "")
+        if not named:
+            continue
+        section = named.split(".", 1)[0]
+        if section not in filling:
+            out.append(f"{path}: its fhir reference names '{named}', which is not a section of the mapping")
+        elif path not in filling[section]:
+            others = sorted(s for s, paths in filling.items() if path in paths)
+            out.append(f"{path}: its fhir reference names '{named}', which does not fill it"
+                       + (f" (answered by: {', '.join(others)})" if others else " (no section answers it)"))
+    return out
 
 
 def not_from_ehr(missing: Iterable[str], answerable: frozenset[str]) -> list[str]:
