@@ -194,3 +194,22 @@ def test_the_catalog_references_name_the_sections_that_fill_their_fields():
     assert reference_mismatches(default_mapping(), SHIPPED) == [
         "psychiatric_history.last_suicide_attempt: its fhir reference names 'conditions', which does not fill it "
         "(answered by: questionnaire)"]
+
+
+def test_a_call_reads_the_served_ruleset_once(cds, monkeypatch):
+    """The catalog that fills the intake, the rules that screen it and the cards' label come from
+    one ruleset even when a reload swaps it during the call (the holder's contract)."""
+    holder = cds.app.extensions["rulesets"]
+    reads = []
+
+    class Counting:
+        @property
+        def current(self):
+            reads.append(1)
+            return holder.current
+
+    monkeypatch.setitem(cds.app.extensions, "rulesets", Counting())
+    prefetch, _ = situation("clean")
+    response = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch))
+    assert response.status_code == 200, response.get_json()
+    assert len(reads) == 1

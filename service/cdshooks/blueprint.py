@@ -181,7 +181,10 @@ def call_service(service_id: str):
     refused_server_url = body.get("fhirServer")
     body, refused_server = _only_configured_fhir_server(body, str(claims["iss"]))
     warnings: list[str] = []
-    label = f"Ketamine screening rules v{current_app.extensions['rulesets'].current.summary.get('version', '')}"
+    # One read of the served ruleset per call (a reload may swap it meanwhile): its catalog, its
+    # rules and the cards' label all come from the same one.
+    ruleset = current_app.extensions["rulesets"].current
+    label = f"Ketamine screening rules v{ruleset.summary.get('version', '')}"
     try:
         drafts, index = parse_draft_orders(context, warnings)
         candidates = _selected(drafts, context) if service.hook == "order-select" else drafts
@@ -207,7 +210,6 @@ def call_service(service_id: str):
     _log_warnings(body, warnings)
 
     record = build_record(data, drafts, {id(o.resource) for o in orders}, index, warnings)
-    ruleset = current_app.extensions["rulesets"].current
     # The served ruleset's catalog (a reload may have added fields), never the repository's.
     catalog = ruleset.pack.catalog
     answerable = state.answerable_for(catalog)
