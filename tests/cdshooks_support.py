@@ -329,7 +329,7 @@ class FhirServer:
             if not self.page_size:
                 return jsonify(searchset(*found))
             page = int(request.args.get("_page", "0"))
-            bundle = searchset(*found[page * self.page_size:(page + 1) * self.page_size])
+            bundle = dict(searchset(*found[page * self.page_size:(page + 1) * self.page_size]), total=len(found))
             if (page + 1) * self.page_size < len(found):
                 args = [(k, v) for k, v in request.args.items(multi=True) if k != "_page"] + [("_page", str(page + 1))]
                 bundle["link"] = [{"relation": "next", "url": f"{request.base_url}?{urlencode(args)}"}]

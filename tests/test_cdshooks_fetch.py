@@ -236,3 +236,49 @@ def test_a_latest_first_search_cut_short_keeps_its_newest_pages():
     assert [r.id for r in found] == ["o1", "o2", "o3"]
     with pytest.raises(SearchCutShort):
         client.search_all("Condition?patient=p", "conditions")
+
+
+# --- a list short of its own total ------------------------------------------------------------
+
+def test_a_prefetched_list_short_of_its_total_is_unread_not_absent(cds):
+    """A prefetched problem list whose Bundle says it has 7 entries and holds 6 (the client cut
+    it) proves nothing about the seventh: without a FHIR server to ask, it is unread."""
+    prefetch = _long_problem_list(_schizophrenia())
+    prefetch["conditions"]["entry"].pop()
+    assert prefetch["conditions"]["total"] == 7
+    card = _card(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch)))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete"
+    assert "psychiatric_history.psychosis" in decision["missing"]
+    assert any("prefetched incomplete" in w and "says it has 7 entries but holds 6" in w for w in decision["warnings"])
+
+
+def test_a_prefetched_list_short_of_its_total_is_fetched_whole_from_the_server(cds):
+    prefetch = _long_problem_list(_schizophrenia())
+    sent = dict(prefetch, conditions=dict(prefetch["conditions"], entry=prefetch["conditions"]["entry"][:-1]))
+    with FhirServer(prefetch) as server:
+        cds.trust_fhir_server(server.base)
+        decision = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], sent, fhir_server=server.base)))
+    assert [p.split("?")[0] for p, _ in server.requests] == ["/fhir/Condition"]
+    assert "active_psychosis" in {r["rule_id"] for r in decision["reasons"]}
+    assert not any("Condition list" in w for w in decision.get("warnings", []))
+
+
+def test_a_server_answer_short_of_its_total_is_cut_short_and_includes_do_not_count():
+    entries = [{"resource": {"resourceType": "Condition", "id": "c1"}, "search": {"mode": "match"}},
+               {"resource": {"resourceType": "Medication", "id": "m1"}, "search": {"mode": "include"}}]
+
+    class Canned(FhirClient):
+        def get(self, relative_or_absolute: str, path: str):
+            return Node({"resourceType": "Bundle", "type": "searchset", "total": self.total, "entry": entries})
+
+    client = Canned("http://fhir.test", None, FetchSettings())
+    client.total = 1
+    assert [r.id for r in client.search_all("Condition?patient=p", "conditions")] == ["c1", "m1"]
+    client.total = 2
+    with pytest.raises(SearchCutShort, match="says it has 2 entries but holds 1"):
+        client.search_all("Condition?patient=p", "conditions")
+    # a latest-first search reads only its newest few: its total counts the whole history
+    client.total = 40
+    assert len(client.search_all("Observation?patient=p&code=http://loinc.org|85354-9&_sort=-date&_count=3",
+                                 "bloodPressure")) == 2

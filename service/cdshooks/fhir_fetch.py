@@ -11,10 +11,11 @@ answers 412, as the specification requires.
 
 A search is followed through at most ``FetchSettings.max_pages`` pages
 (SCREENING_CDS_FHIR_MAX_PAGES). A list read whole (conditions, medications, allergies: no
-``_sort``) that has more pages than that is *cut short*: the pages read say nothing about the
-rest, so the key is left out as unread (its fields stay missing, nothing is assumed absent) and
-a warning says why; it is not a 412, since the server did answer. A latest-first search
-(``_sort``) keeps the pages read: what it asks for comes first.
+``_sort``) that has more pages than that, or holds fewer matches than its Bundle's own
+``total`` (a prefetch the client cut, which is fetched again when it can be), is *cut short*:
+what was read says nothing about the rest, so the key is left out as unread (its fields stay
+missing, nothing is assumed absent) and a warning says why; it is not a 412, since the list was
+answered. A latest-first search (``_sort``) keeps the pages read: what it asks for comes first.
 """
 from __future__ import annotations
 
@@ -52,12 +53,13 @@ class MalformedFhir(Exception):
 
 
 class SearchCutShort(Exception):
-    """A whole-list search had more pages than the limit: what was read is not the list."""
+    """A whole-list search answered with less than the whole list: more pages than the limit,
+    or fewer matches than the Bundle's own ``total``. ``why`` says which, for the card."""
 
-    def __init__(self, key: str, pages: int):
-        super().__init__(f"{key}: more than {pages} pages")
+    def __init__(self, key: str, why: str):
+        super().__init__(f"{key}: {why}")
         self.key = key
-        self.pages = pages
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class FhirClient:
         if parsed is not None and not answers_key(parsed, key):
             raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
         out = resources_of(parsed)
+        total = declared_total(parsed)
+        matches = match_count(parsed)
         pages = 1
         while parsed is not None and rtype(parsed) == "Bundle":
             nxt = next_link(parsed)
@@ -168,12 +172,17 @@ class FhirClient:
             if pages >= self.settings.max_pages:
                 if latest_first(query):
                     break  # the newest come first: later pages hold only older readings
-                raise SearchCutShort(key, pages)
+                raise SearchCutShort(key, f"has more than {pages} pages; only {pages} were read "
+                                          "(SCREENING_CDS_FHIR_MAX_PAGES)")
             parsed = self.get(nxt, key)
             if rtype(parsed) != "Bundle":  # a page that is not one: the list is not whole
                 raise DataUnavailable([key], {key: "a page of the search result is not a Bundle"})
             out.extend(resources_of(parsed))
+            matches += match_count(parsed)
             pages += 1
+        short = short_of_total(total, matches, query)
+        if short:
+            raise SearchCutShort(key, short)
         return out
 
 
@@ -182,16 +191,39 @@ def next_link(bundle: Any) -> str | None:
                  and isinstance(link.url, str)), None)
 
 
+def match_count(bundle: Any) -> int:
+    """The search matches a Bundle holds (entries marked ``include`` or ``outcome`` are not)."""
+    if rtype(bundle) != "Bundle":
+        return 0
+    count = 0
+    for entry in many(bundle.entry):
+        if isinstance(entry, Node) and isinstance(entry.resource, Node):
+            mode = entry.search.mode if isinstance(entry.search, Node) else None
+            count += mode in (None, "match")
+    return count
+
+
+def declared_total(bundle: Any) -> int | None:
+    total = bundle.total if rtype(bundle) == "Bundle" else None
+    return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+
+
+def short_of_total(total: int | None, matches: int, query: str) -> str | None:
+    """Why a whole-list answer is not the whole list by its own count, or None."""
+    if total is None or matches >= total or latest_first(query):
+        return None
+    return f"says it has {total} entries but holds {matches}"
+
+
 def latest_first(query: str) -> bool:
     """A search that asks for the newest entries first (``_sort``): its first pages answer it."""
     return "_sort=" in query
 
 
-def cut_short_warning(key: str, pages: int) -> str:
+def cut_short_warning(key: str, why: str) -> str:
     resource = PREFETCH[key].split("?")[0]
-    return (f"The FHIR server's {resource} list ({key}) has more than {pages} pages; only {pages} were read "
-            f"(SCREENING_CDS_FHIR_MAX_PAGES): the list counts as unread, so what it would answer is not "
-            f"assumed absent and stays missing.")
+    return (f"The {resource} list ({key}) {why}: the list counts as unread, so what it would answer is "
+            f"not assumed absent and stays missing.")
 
 
 def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | None = None) -> dict[str, list[Any]]:
@@ -205,6 +237,7 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
         prefetch = {}
     out: dict[str, list[Any]] = {}
     unsatisfied: dict[str, str] = {}
+    cut_short: dict[str, str] = {}
     for key in PREFETCH:
         if key not in prefetch:
             unsatisfied[key] = "not prefetched"
@@ -231,14 +264,21 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
         if rtype(parsed) == "Bundle" and next_link(parsed):
             unsatisfied[key] = "paginated"
             continue
+        # A prefetched list short of its own total (the client cut it): the server, if it can,
+        # else an unread list.
+        short = short_of_total(declared_total(parsed), match_count(parsed), PREFETCH[key])
+        if short:
+            unsatisfied[key] = "incomplete"
+            cut_short[key] = f"was prefetched incomplete (it {short})"
+            continue
         out[key] = resources_of(parsed, f"prefetch.{key}", warnings)
 
-    cut_short: dict[str, int] = {}
     if unsatisfied:
         out.update(_fetch(unsatisfied, request_body, context, settings, cut_short))
-    for key, pages in cut_short.items():
-        # The server answered, with more than we read: not a 412, an unread list.
-        warnings.append(cut_short_warning(key, pages))
+    for key, why in cut_short.items():
+        # The list exists and is longer than what came: not a 412, an unread list.
+        if key not in out:
+            warnings.append(cut_short_warning(key, why))
     missing = [k for k in REQUIRED_KEYS if k not in out and k not in cut_short]
     if missing:
         raise DataUnavailable(missing, {k: unsatisfied.get(k, "unavailable") for k in missing})
@@ -246,9 +286,9 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
 
 
 def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: FetchSettings,
-           cut_short: dict[str, int]) -> dict[str, list[Any]]:
+           cut_short: dict[str, str]) -> dict[str, list[Any]]:
     """The keys' resources from ``fhirServer``; a key cut short at the page limit goes into
-    ``cut_short`` (key -> pages read), not into the answer."""
+    ``cut_short`` (key -> why), not into the answer."""
     server = request_body.get("fhirServer")
     auth = request_body.get("fhirAuthorization") or {}
     if not isinstance(server, str) or not server.startswith(("http://", "https://")):
@@ -272,7 +312,7 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
     with ThreadPoolExecutor(max_workers=min(settings.max_workers, len(keys))) as pool:
         for key, resources in pool.map(one, keys):
             if isinstance(resources, SearchCutShort):
-                cut_short[key] = resources.pages
+                cut_short[key] = resources.why
             elif resources is not None:
                 out[key] = resources
     return out
