@@ -44,9 +44,9 @@ from service.cdshooks.mapping import (
     default_mapping,
     find_ketamine_orders,
     map_to_intake,
-    subject_reference,
     not_from_ehr,
     reference_mismatches,
+    subject_reference,
     unnamed_orders,
 )
 from service.cdshooks.urls import fhir_server_allowed, public_base_url
@@ -94,7 +94,7 @@ class CdsHooksState:
                  if p not in found and info.definition is not None and info.definition.question]
         if asked:
             log.info("CDS Hooks: no FHIR mapping answers these fields of the served field catalog; a card "
-                        "whose decision needs one lists it as not available from the EHR, to ask: %s", ", ".join(asked))
+                     "whose decision needs one lists it as not available from the EHR, to ask: %s", ", ".join(asked))
         for mismatch in reference_mismatches(self.mapping, catalog):
             log.warning("CDS Hooks: field catalog %s", mismatch)
         return found
@@ -235,7 +235,8 @@ def call_service(service_id: str):
     return _cards(cards)
 
 
-def _question(catalog, path: str) -> str:
+def _question(catalog: Catalog, path: str) -> str:
+    """The catalog's question for a field (its label when it asks none)."""
     definition = catalog.definition(path)
     if definition is None:
         return path
