@@ -282,3 +282,28 @@ def test_a_server_answer_short_of_its_total_is_cut_short_and_includes_do_not_cou
     client.total = 40
     assert len(client.search_all("Observation?patient=p&code=http://loinc.org|85354-9&_sort=-date&_count=3",
                                  "bloodPressure")) == 2
+
+
+def _paginated(bundle: dict) -> dict:
+    return dict(bundle, link=[{"relation": "next", "url": "https://ehr.example.org/fhir/page2"}])
+
+
+def test_a_paginated_prefetch_of_a_whole_list_without_a_server_is_unread():
+    """Only the first page of the problem list was prefetched and no FHIR server may be asked:
+    the list is unread (incomplete, naming its fields), not a 412 and not an empty list."""
+    from service.cdshooks.fhir_fetch import gather
+
+    prefetch, _ = situation("clean")
+    prefetch["conditions"] = _paginated(prefetch["conditions"])
+    warnings: list[str] = []
+    data = gather(hook_request("order-sign", [ketamine_order()], prefetch), FetchSettings(), warnings)
+    assert "conditions" not in data
+    assert any("Condition list (conditions) was prefetched as its first page only" in w for w in warnings)
+
+
+def test_a_paginated_prefetch_of_a_latest_first_search_is_taken_as_it_is(cds):
+    """The newest blood pressures come first: the prefetched first page answers, without a 412."""
+    prefetch, _ = situation("hypertensive")
+    prefetch["bloodPressure"] = _paginated(prefetch["bloodPressure"])
+    decision = _decision(cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch)))
+    assert any(r["evidence"].get("vitals.systolic_bp") == 192 for r in decision["reasons"])

@@ -15,7 +15,8 @@ A search is followed through at most ``FetchSettings.max_pages`` pages
 ``total`` (a prefetch the client cut, which is fetched again when it can be), is *cut short*:
 what was read says nothing about the rest, so the key is left out as unread (its fields stay
 missing, nothing is assumed absent) and a warning says why; it is not a 412, since the list was
-answered. A latest-first search (``_sort``) keeps the pages read: what it asks for comes first.
+answered. A latest-first search (``_sort``) keeps the pages read: what it asks for comes first (a
+paginated prefetch of one is taken as it is).
 """
 from __future__ import annotations
 
@@ -260,9 +261,11 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
                             "fetched again.")
             unsatisfied[key] = "not the search result asked for"
             continue
-        # A paginated prefetch (a next link) needs the server for the rest.
-        if rtype(parsed) == "Bundle" and next_link(parsed):
+        # A paginated prefetch (a next link) of a whole list needs the server for the rest, and
+        # is an unread list without it; a latest-first search's first page holds what it asks.
+        if rtype(parsed) == "Bundle" and next_link(parsed) and not latest_first(PREFETCH[key]):
             unsatisfied[key] = "paginated"
+            cut_short[key] = "was prefetched as its first page only (a next link)"
             continue
         # A prefetched list short of its own total (the client cut it): the server, if it can,
         # else an unread list.
