@@ -209,8 +209,12 @@ def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float,
 def save_last_good(pack_dir: Path, state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".last-good-", dir=state_dir))
-    for path in pack_dir.glob("*.yaml"):
-        shutil.copy2(path, staging / path.name)
+    try:
+        for path in pack_dir.glob("*.yaml"):
+            shutil.copy2(path, staging / path.name)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # a half copy is never left in the state directory
+        raise
     target = state_dir / LAST_GOOD
     old = state_dir / f".{LAST_GOOD}-old-{os.getpid()}-{time.monotonic_ns()}"
     if target.exists():

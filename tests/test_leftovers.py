@@ -77,3 +77,21 @@ def test_markers_of_many_reloads_stay_bounded(tmp_path):
     kept = sorted(p.name for p in (tmp_path / REPORT_MARKERS).iterdir())
     assert len(kept) <= reload_module.REPORT_MARKER_SECONDS // 600 + 1
     assert f"refused-{199:032x}" in kept
+
+
+def test_a_failed_copy_of_the_last_good_pack_leaves_no_half_copy(tmp_path, monkeypatch):
+    from service.reload import LAST_GOOD, save_last_good
+    from service.ruleset import default_rules_path
+
+    state = tmp_path / "state"
+    save_last_good(default_rules_path(), state)
+    kept = sorted(p.name for p in (state / LAST_GOOD).iterdir())
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reload_module.shutil, "copy2", full_disk)
+    with pytest.raises(OSError):
+        save_last_good(default_rules_path(), state)
+    assert sorted(p.name for p in state.iterdir()) == [LAST_GOOD]
+    assert sorted(p.name for p in (state / LAST_GOOD).iterdir()) == kept  # the last good one stands
