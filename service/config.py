@@ -47,6 +47,13 @@ def _int(name: str, default: int) -> int:
     return env_number(name, default, int)
 
 
+def _at_least_one(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise SystemExit(f"configuration: {name} must be at least 1, got {value}")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     return env_number(name, default, float)
 
@@ -85,6 +92,8 @@ class CdsHooksSettings:
     # The public base URL, when a proxy hides it from the request (a JWT's aud names it).
     base_url: str | None = None
     fhir_timeout: float = 2.0
+    # Pages followed per FHIR search; a whole list longer than this is read as unread.
+    fhir_max_pages: int = 5
     # FHIR prefetch is far larger than an intake.
     max_body_bytes: int = 4 * 1024 * 1024
     # "*" or the allowed origins; bearer tokens, not cookies, so "*" exposes no session.
@@ -98,6 +107,7 @@ class CdsHooksSettings:
             jwt_leeway=_int("SCREENING_CDS_JWT_LEEWAY", 30),
             base_url=_text("SCREENING_CDS_BASE_URL").rstrip("/") or None,
             fhir_timeout=_float("SCREENING_CDS_FHIR_TIMEOUT", 2.0),
+            fhir_max_pages=_at_least_one("SCREENING_CDS_FHIR_MAX_PAGES", 5),
             max_body_bytes=_int("SCREENING_CDS_MAX_BODY_BYTES", 4 * 1024 * 1024),
             cors_origins="*" if origins in ("", "*") else tuple(o.strip() for o in origins.split(",") if o.strip()),
         )

@@ -83,10 +83,18 @@ def version_problem(current: RulePack, candidate: RulePack) -> str | None:
     return None
 
 
+REPORT_MARKERS = "reload-reports"
+# How long a marker is kept: every worker checks one edit within a poll interval plus one
+# reload (a compile deadline of minutes at most), so an hour is far beyond the last worker.
+# An older marker only grows the state directory (one file per reload, never removed before).
+REPORT_MARKER_SECONDS = 3600
+
+
 def first_report(state_dir: Path, kind: str, key: str) -> bool:
     """True for the first process to report (kind, key): a marker file created exclusively,
-    shared by the workers of one service through SCREENING_STATE_DIR."""
-    marks = state_dir / "reload-reports"
+    shared by the workers of one service through SCREENING_STATE_DIR. Writing one removes the
+    markers older than REPORT_MARKER_SECONDS."""
+    marks = state_dir / REPORT_MARKERS
     try:
         marks.mkdir(parents=True, exist_ok=True)
         fd = os.open(marks / f"{kind}-{key.replace(':', '-')[:80]}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -95,7 +103,27 @@ def first_report(state_dir: Path, kind: str, key: str) -> bool:
     except OSError:
         return True  # no shared state: count it here rather than lose it
     os.close(fd)
+    prune_reports(marks)
     return True
+
+
+def prune_reports(marks: Path, keep_seconds: float = REPORT_MARKER_SECONDS) -> int:
+    """Remove report markers older than ``keep_seconds``; how many were removed. Workers prune
+    concurrently: a marker another one removed first is not an error."""
+    cutoff = time.time() - keep_seconds
+    removed = 0
+    try:
+        entries = list(os.scandir(marks))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def content_key(pack_dir: Path) -> str:
@@ -181,8 +209,12 @@ def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float,
 def save_last_good(pack_dir: Path, state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".last-good-", dir=state_dir))
-    for path in pack_dir.glob("*.yaml"):
-        shutil.copy2(path, staging / path.name)
+    try:
+        for path in pack_dir.glob("*.yaml"):
+            shutil.copy2(path, staging / path.name)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # a half copy is never left in the state directory
+        raise
     target = state_dir / LAST_GOOD
     old = state_dir / f".{LAST_GOOD}-old-{os.getpid()}-{time.monotonic_ns()}"
     if target.exists():

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlencode
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -287,11 +288,14 @@ def situation(name: str) -> tuple[dict, dict]:
 
 class FhirServer:
     """Answers reads and searches from a prefetch-shaped dict, on 127.0.0.1; records what it was
-    asked and with which Authorization header. ``fail`` names resource types to answer 500 for."""
+    asked and with which Authorization header. ``fail`` names resource types to answer 500 for.
+    ``page_size``: searches answer that many entries a page, with a ``next`` link to the rest
+    (``_page=N``), as servers page long lists."""
 
-    def __init__(self, prefetch: dict, fail: tuple[str, ...] = ()):
+    def __init__(self, prefetch: dict, fail: tuple[str, ...] = (), page_size: int | None = None):
         self.prefetch = copy.deepcopy(prefetch)
         self.fail = set(fail)
+        self.page_size = page_size
         self.requests: list[tuple[str, str | None]] = []
         app = Flask("fhir-stand-in")
 
@@ -322,7 +326,14 @@ class FhirServer:
                             continue
                         if all(r["id"] != res["id"] for r in found):
                             found.append(res)
-            return jsonify(searchset(*found))
+            if not self.page_size:
+                return jsonify(searchset(*found))
+            page = int(request.args.get("_page", "0"))
+            bundle = dict(searchset(*found[page * self.page_size:(page + 1) * self.page_size]), total=len(found))
+            if (page + 1) * self.page_size < len(found):
+                args = [(k, v) for k, v in request.args.items(multi=True) if k != "_page"] + [("_page", str(page + 1))]
+                bundle["link"] = [{"relation": "next", "url": f"{request.base_url}?{urlencode(args)}"}]
+            return jsonify(bundle)
 
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.base = f"http://127.0.0.1:{self.server.server_port}/fhir"

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from schemas.intake import IntakeSchema
+from schemas.intake import SHIPPED, IntakeSchema
 from service.cdshooks.fhirjson import Node
 from service.cdshooks.mapping import (
     MAPPING_PATH,
@@ -40,7 +40,7 @@ def _intake(conditions=(), meds=(), allergies=(), qr=None, order=None) -> dict:
         allergies=[Node(a) for a in allergies],
         questionnaire_responses=[Node(qr)] if qr else [],
     )
-    mapped = map_to_intake(record, draft, M, as_of=AS_OF, subject_id="cds-x")
+    mapped = map_to_intake(record, draft, M, as_of=AS_OF, subject_id="cds-x", catalog=SHIPPED)
     IntakeSchema().load(jsonable(mapped.raw))  # every mapping result is a valid intake
     return mapped.raw
 
@@ -132,7 +132,7 @@ def test_other_draft_orders_count_as_medications():
     order = Node(ketamine_order())
     [draft] = find_ketamine_orders([order, mr], M)
     record = FhirRecord(conditions=[], medications=[], allergies=[], other_draft_orders=[mr])
-    raw = map_to_intake(record, draft, M, as_of=AS_OF, subject_id="cds-x").raw
+    raw = map_to_intake(record, draft, M, as_of=AS_OF, subject_id="cds-x", catalog=SHIPPED).raw
     assert raw["medications"] == [{"name": "alprazolam 0.5 MG", "class": "benzodiazepine"}]
 
 

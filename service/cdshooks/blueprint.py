@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_cors import cross_origin
 from marshmallow import ValidationError
 
+from schemas.catalog import Catalog
 from schemas.cdshooks import FEEDBACK_OUTCOMES
 from schemas.errors import dotted, flatten_messages
 from service.cdshooks.cards import (
@@ -39,9 +40,12 @@ from service.cdshooks.jwt_auth import AuthError, StoreJtiCache, Verifier, verifi
 from service.cdshooks.mapping import (
     DraftOrder,
     Mapping,
+    answerable_paths,
     default_mapping,
     find_ketamine_orders,
     map_to_intake,
+    not_from_ehr,
+    reference_mismatches,
     subject_reference,
     unnamed_orders,
 )
@@ -74,13 +78,33 @@ class CdsHooksState:
     # Feedback on cards the decision log does not know (see record_feedback): the latest
     # FEEDBACK_KEPT only, so a client repeating it cannot grow the process without bound.
     feedback: deque[dict] = field(default_factory=lambda: deque(maxlen=FEEDBACK_KEPT))
+    # Served catalog digest -> the fields the mapping can answer: worked out once per catalog a
+    # reload brings, and logged then (what CDS requests will have to ask for).
+    answerable: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def answerable_for(self, catalog: Catalog) -> frozenset[str]:
+        found = self.answerable.get(catalog.digest)
+        if found is not None:
+            return found
+        found = answerable_paths(self.mapping, catalog)
+        if len(self.answerable) >= 8:  # a catalog no longer served is not asked about again
+            self.answerable.clear()
+        self.answerable[catalog.digest] = found
+        asked = [p for p, info in catalog.flat.items()
+                 if p not in found and info.definition is not None and info.definition.question]
+        if asked:
+            log.info("CDS Hooks: no FHIR mapping answers these fields of the served field catalog; a card "
+                     "whose decision needs one lists it as not available from the EHR, to ask: %s", ", ".join(asked))
+        for mismatch in reference_mismatches(self.mapping, catalog):
+            log.warning("CDS Hooks: field catalog %s", mismatch)
+        return found
 
 
 def state_from_settings(settings: CdsHooksSettings) -> CdsHooksState:
     return CdsHooksState(
         verifier=verifier_from_settings(settings),
         base_url=public_base_url(settings.base_url),
-        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout),
+        fetch=FetchSettings(timeout_seconds=settings.fhir_timeout, max_pages=settings.fhir_max_pages),
         max_body_bytes=settings.max_body_bytes,
     )
 
@@ -157,7 +181,10 @@ def call_service(service_id: str):
     refused_server_url = body.get("fhirServer")
     body, refused_server = _only_configured_fhir_server(body, str(claims["iss"]))
     warnings: list[str] = []
-    label = f"Ketamine screening rules v{current_app.extensions['rulesets'].current.summary.get('version', '')}"
+    # One read of the served ruleset per call (a reload may swap it meanwhile): its catalog, its
+    # rules and the cards' label all come from the same one.
+    ruleset = current_app.extensions["rulesets"].current
+    label = f"Ketamine screening rules v{ruleset.summary.get('version', '')}"
     try:
         drafts, index = parse_draft_orders(context, warnings)
         candidates = _selected(drafts, context) if service.hook == "order-select" else drafts
@@ -183,12 +210,14 @@ def call_service(service_id: str):
     _log_warnings(body, warnings)
 
     record = build_record(data, drafts, {id(o.resource) for o in orders}, index, warnings)
-    ruleset = current_app.extensions["rulesets"].current
+    # The served ruleset's catalog (a reload may have added fields), never the repository's.
+    catalog = ruleset.pack.catalog
+    answerable = state.answerable_for(catalog)
     subject = subject_reference(str(claims["iss"]), str(context["patientId"]))
     cards = []
     for order in orders:
         now = dt.datetime.now(dt.timezone.utc)
-        mapped = map_to_intake(record, order, state.mapping, as_of=now, subject_id=subject)
+        mapped = map_to_intake(record, order, state.mapping, as_of=now, subject_id=subject, catalog=catalog)
         if mapped is None:
             continue  # not a screening indication (e.g. procedural anaesthesia)
         try:
@@ -199,9 +228,19 @@ def call_service(service_id: str):
             continue
         decision = screen(intake, ruleset, as_of=now)
         url = _store(decision, intake, str(claims["iss"]))
+        ask = {p: _question(catalog, p) for p in not_from_ehr(decision.missing, answerable)}
         cards.append(decision_card(decision, route=order.route, sources=mapped.sources, notes=mapped.notes,
-                                   decision_url=url, assumptions=mapped.assumptions, warnings=mapped.warnings))
+                                   decision_url=url, assumptions=mapped.assumptions, warnings=mapped.warnings,
+                                   not_from_ehr=ask))
     return _cards(cards)
+
+
+def _question(catalog: Catalog, path: str) -> str:
+    """The catalog's question for a field (its label when it asks none)."""
+    definition = catalog.definition(path)
+    if definition is None:
+        return path
+    return definition.question or definition.label
 
 
 def _cards(cards: list[dict]) -> Any:

@@ -88,7 +88,11 @@ def _field_of(path: str) -> str:
 
 
 def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
-           assumptions: list[str] | None = None, warnings: list[str] | None = None) -> str:
+           assumptions: list[str] | None = None, warnings: list[str] | None = None,
+           not_from_ehr: dict[str, str] | None = None) -> str:
+    """The card's markdown. ``not_from_ehr``: missing paths no FHIR mapping can fill -> the
+    question to ask (the catalog's words); the other missing paths the record could have held."""
+    ask = not_from_ehr or {}
     lines = [f"**Decision: {decision.decision}**"
              + (" — physician review required" if decision.physician_review_required else "")
              + (" — **urgent**" if decision.urgent else "")]
@@ -101,11 +105,18 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
                 f"| {i}", r.effect, f"`{r.rule_id}`", _cell(r.message),
                 _cell(_evidence_text(r.evidence, sources)), _cell(r.citation or "—") + " |",
             ]))
-    if decision.missing:
+    in_record = [p for p in decision.missing if p not in ask]
+    if in_record:
         lines.append("")
         lines.append("**Missing from the record** (the rules that need these could not be decided):")
-        for path in decision.missing:
+        for path in in_record:
             lines.append(f"- `{path}`")
+    if ask:
+        lines.append("")
+        lines.append("**Not available from the EHR — ask** (no FHIR mapping of this service answers these; "
+                     "the rules that need them could not be decided):")
+        for path, question in ask.items():
+            lines.append(f"- `{path}`: {_cell(question)}")
     if assumptions:
         lines.append("")
         lines.append("**Assumed from the record's silence — confirm with the patient** (no coded record "
@@ -150,14 +161,14 @@ def _cell(text: str) -> str:
 
 def decision_card(decision: Decision, *, route: str, sources: dict[str, list[str]], notes: list[str],
                   decision_url: str | None, assumptions: list[str] | None = None,
-                  warnings: list[str] | None = None) -> dict:
+                  warnings: list[str] | None = None, not_from_ehr: dict[str, str] | None = None) -> dict:
     rs = decision.ruleset
     assumed = len(assumptions or [])
     card: dict = {
         "uuid": decision.decision_id,
         "summary": summary(decision, route, assumed),
         "indicator": indicator(decision, assumed),
-        "detail": detail(decision, sources, notes, assumptions, warnings),
+        "detail": detail(decision, sources, notes, assumptions, warnings, not_from_ehr),
         "source": {
             "label": f"Ketamine screening rules {rs.get('name', '')} v{rs.get('version', '')}".strip(),
             "topic": {"system": TOPIC_SYSTEM, "code": "ketamine-eligibility",
@@ -173,6 +184,8 @@ def decision_card(decision: Decision, *, route: str, sources: dict[str, list[str
         extension["assumed"] = list(assumptions)
     if warnings:
         extension["warnings"] = list(warnings)
+    if not_from_ehr:
+        extension["not_from_ehr"] = list(not_from_ehr)
     card["extension"] = {EXTENSION_KEY: extension}
     return prune_empty(card)
 

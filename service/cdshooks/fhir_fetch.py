@@ -8,6 +8,15 @@ satisfied and found nothing. What is unsatisfied is fetched from
 ``fhirServer`` with the ``fhirAuthorization`` bearer token, in parallel and with short timeouts
 (the whole call has a ~500 ms budget). When a required key can be had neither way the caller
 answers 412, as the specification requires.
+
+A search is followed through at most ``FetchSettings.max_pages`` pages
+(SCREENING_CDS_FHIR_MAX_PAGES). A list read whole (conditions, medications, allergies: no
+``_sort``) that has more pages than that, or holds fewer matches than its Bundle's own
+``total`` (a prefetch the client cut, which is fetched again when it can be), is *cut short*:
+what was read says nothing about the rest, so the key is left out as unread (its fields stay
+missing, nothing is assumed absent) and a warning says why; it is not a 412, since the list was
+answered. A latest-first search (``_sort``) keeps the pages read: what it asks for comes first (a
+paginated prefetch of one is taken as it is).
 """
 from __future__ import annotations
 
@@ -24,7 +33,6 @@ from service.cdshooks.fhirjson import Node, many, rtype
 from service.cdshooks.mapping import FhirRecord
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
-MAX_PAGES = 5
 
 
 class DataUnavailable(Exception):
@@ -45,10 +53,23 @@ class MalformedFhir(Exception):
         self.message = message
 
 
+class SearchCutShort(Exception):
+    """A whole-list search answered with less than the whole list: more pages than the limit,
+    or fewer matches than the Bundle's own ``total``. ``why`` says which, for the card."""
+
+    def __init__(self, key: str, why: str):
+        super().__init__(f"{key}: {why}")
+        self.key = key
+        self.why = why
+
+
 @dataclass(frozen=True)
 class FetchSettings:
     timeout_seconds: float = 2.0
     max_workers: int = 8
+    # Pages followed per search (SCREENING_CDS_FHIR_MAX_PAGES; service.config holds the default
+    # the environment overrides): bounds the requests one call makes to a FHIR server.
+    max_pages: int = 5
 
 
 def parse_resource(value: Any, path: str) -> Node:
@@ -136,22 +157,74 @@ class FhirClient:
             raise DataUnavailable([path], {path: "FHIR server answered with something that is not valid FHIR"}) from None
 
     def search_all(self, query: str, key: str) -> list[Any]:
+        """Every resource of a search, following ``next`` links up to ``max_pages`` pages.
+        Raises SearchCutShort when a whole-list search has more pages than that."""
         parsed = self.get(query, key)
         if parsed is not None and not answers_key(parsed, key):
             raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
         out = resources_of(parsed)
+        total = declared_total(parsed)
+        matches = match_count(parsed)
         pages = 1
-        while parsed is not None and rtype(parsed) == "Bundle" and pages < MAX_PAGES:
-            nxt = next((link.url for link in many(parsed.link) if isinstance(link, Node) and link.relation == "next"
-                        and isinstance(link.url, str)), None)
+        while parsed is not None and rtype(parsed) == "Bundle":
+            nxt = next_link(parsed)
             if not nxt:
                 break
+            if pages >= self.settings.max_pages:
+                if latest_first(query):
+                    break  # the newest come first: later pages hold only older readings
+                raise SearchCutShort(key, f"has more than {pages} pages; only {pages} were read "
+                                          "(SCREENING_CDS_FHIR_MAX_PAGES)")
             parsed = self.get(nxt, key)
             if rtype(parsed) != "Bundle":  # a page that is not one: the list is not whole
                 raise DataUnavailable([key], {key: "a page of the search result is not a Bundle"})
             out.extend(resources_of(parsed))
+            matches += match_count(parsed)
             pages += 1
+        short = short_of_total(total, matches, query)
+        if short:
+            raise SearchCutShort(key, short)
         return out
+
+
+def next_link(bundle: Any) -> str | None:
+    return next((link.url for link in many(bundle.link) if isinstance(link, Node) and link.relation == "next"
+                 and isinstance(link.url, str)), None)
+
+
+def match_count(bundle: Any) -> int:
+    """The search matches a Bundle holds (entries marked ``include`` or ``outcome`` are not)."""
+    if rtype(bundle) != "Bundle":
+        return 0
+    count = 0
+    for entry in many(bundle.entry):
+        if isinstance(entry, Node) and isinstance(entry.resource, Node):
+            mode = entry.search.mode if isinstance(entry.search, Node) else None
+            count += mode in (None, "match")
+    return count
+
+
+def declared_total(bundle: Any) -> int | None:
+    total = bundle.total if rtype(bundle) == "Bundle" else None
+    return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+
+
+def short_of_total(total: int | None, matches: int, query: str) -> str | None:
+    """Why a whole-list answer is not the whole list by its own count, or None."""
+    if total is None or matches >= total or latest_first(query):
+        return None
+    return f"says it has {total} entries but holds {matches}"
+
+
+def latest_first(query: str) -> bool:
+    """A search that asks for the newest entries first (``_sort``): its first pages answer it."""
+    return "_sort=" in query
+
+
+def cut_short_warning(key: str, why: str) -> str:
+    resource = PREFETCH[key].split("?")[0]
+    return (f"The {resource} list ({key}) {why}: the list counts as unread, so what it would answer is "
+            f"not assumed absent and stays missing.")
 
 
 def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | None = None) -> dict[str, list[Any]]:
@@ -165,6 +238,7 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
         prefetch = {}
     out: dict[str, list[Any]] = {}
     unsatisfied: dict[str, str] = {}
+    cut_short: dict[str, str] = {}
     for key in PREFETCH:
         if key not in prefetch:
             unsatisfied[key] = "not prefetched"
@@ -187,21 +261,37 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
                             "fetched again.")
             unsatisfied[key] = "not the search result asked for"
             continue
-        # A paginated prefetch (a next link) needs the server for the rest.
-        if rtype(parsed) == "Bundle" and any(isinstance(link, Node) and link.relation == "next" for link in many(parsed.link)):
+        # A paginated prefetch (a next link) of a whole list needs the server for the rest, and
+        # is an unread list without it; a latest-first search's first page holds what it asks.
+        if rtype(parsed) == "Bundle" and next_link(parsed) and not latest_first(PREFETCH[key]):
             unsatisfied[key] = "paginated"
+            cut_short[key] = "was prefetched as its first page only (a next link)"
+            continue
+        # A prefetched list short of its own total (the client cut it): the server, if it can,
+        # else an unread list.
+        short = short_of_total(declared_total(parsed), match_count(parsed), PREFETCH[key])
+        if short:
+            unsatisfied[key] = "incomplete"
+            cut_short[key] = f"was prefetched incomplete (it {short})"
             continue
         out[key] = resources_of(parsed, f"prefetch.{key}", warnings)
 
     if unsatisfied:
-        out.update(_fetch(unsatisfied, request_body, context, settings))
-    missing = [k for k in REQUIRED_KEYS if k not in out]
+        out.update(_fetch(unsatisfied, request_body, context, settings, cut_short))
+    for key, why in cut_short.items():
+        # The list exists and is longer than what came: not a 412, an unread list.
+        if key not in out:
+            warnings.append(cut_short_warning(key, why))
+    missing = [k for k in REQUIRED_KEYS if k not in out and k not in cut_short]
     if missing:
         raise DataUnavailable(missing, {k: unsatisfied.get(k, "unavailable") for k in missing})
     return out
 
 
-def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: FetchSettings) -> dict[str, list[Any]]:
+def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: FetchSettings,
+           cut_short: dict[str, str]) -> dict[str, list[Any]]:
+    """The keys' resources from ``fhirServer``; a key cut short at the page limit goes into
+    ``cut_short`` (key -> why), not into the answer."""
     server = request_body.get("fhirServer")
     auth = request_body.get("fhirAuthorization") or {}
     if not isinstance(server, str) or not server.startswith(("http://", "https://")):
@@ -210,19 +300,23 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
     client = FhirClient(server, token if isinstance(token, str) else None, settings)
     queries = {k: render_template(PREFETCH[k], context) for k in keys}
 
-    def one(key: str) -> tuple[str, list[Any] | None]:
+    def one(key: str) -> tuple[str, list[Any] | None | SearchCutShort]:
         query = queries[key]
         if query is None:
             return key, None
         try:
             return key, client.search_all(query, key)
+        except SearchCutShort as exc:
+            return key, exc
         except (requests.RequestException, DataUnavailable):
             return key, None
 
     out: dict[str, list[Any]] = {}
     with ThreadPoolExecutor(max_workers=min(settings.max_workers, len(keys))) as pool:
         for key, resources in pool.map(one, keys):
-            if resources is not None:
+            if isinstance(resources, SearchCutShort):
+                cut_short[key] = resources.why
+            elif resources is not None:
                 out[key] = resources
     return out
 
@@ -251,7 +345,8 @@ def build_record(data: dict[str, list[Any]], draft_resources: list[Any], ordered
                 full_index.setdefault(f"{rtype(r)}/{r.id}", r)
     patients = of(("patient",), "Patient")
     meds = None
-    if "medicationStatements" in data or "medicationRequests" in data:
+    # The medication list is both searches: one unread (cut short) leaves the list unread.
+    if "medicationStatements" in data and "medicationRequests" in data:
         meds = of(("medicationStatements", "medicationRequests"), "MedicationStatement", "MedicationRequest")
     return FhirRecord(
         patient=patients[0] if patients else None,

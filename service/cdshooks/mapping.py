@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from schemas.catalog import Catalog
 from service.cdshooks import terminology as term
 from service.cdshooks.fhirjson import (
     Node,
@@ -426,9 +427,11 @@ def _nest(flat: dict[str, Any]) -> dict:
 # --- the mapping ------------------------------------------------------------------------------
 
 def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as_of: dt.datetime,
-                  subject_id: str) -> MappedIntake | None:
+                  subject_id: str, catalog: Catalog) -> MappedIntake | None:
     """The intake for one ketamine/esketamine draft order, or None when the order's reason is
-    not an indication this service screens for."""
+    not an indication this service screens for. ``catalog``: the field catalog of the ruleset
+    being served (``ruleset.pack.catalog``), which a reload may have changed: only its fields
+    are filled, and its questionnaire fields are read."""
     col = _Collector(mapping.precedence)
     notes: list[str] = []
     warnings: list[str] = list(record.warnings)
@@ -445,7 +448,7 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
     conditions_state = None
     if record.conditions is not None:
         conditions_state = _conditions(record.conditions, mapping, col, warnings)
-    _questionnaire(record.questionnaire_responses, mapping, col)
+    _questionnaire(record.questionnaire_responses, questionnaire_fields(mapping, catalog), mapping, col)
     medications = _medications(record.medications, record.other_draft_orders, mapping, col, record.index)
     allergies_read = _allergies(record.allergies, mapping, col, warnings)
 
@@ -473,26 +476,105 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
             if col.default(path, False, "assumed: not on the allergy list"):
                 assumptions.append(path)
 
-    # Only fields the intake contract has: the mapping may name fields ahead of the contract (a
-    # field another change adds), and `_record.*` markers only steer the assumptions above.
-    known = intake_paths()
+    # Only fields the served contract has: the mapping may name fields ahead of it (a field
+    # another change adds), and `_record.*` markers only steer the assumptions above.
+    known = catalog.flat
     col.values = {k: v for k, v in col.values.items() if k in known}
     assumptions = [a for a in assumptions if a in known]
     raw = _nest(col.values)
     raw["subject_id"] = subject_id
-    if substance_use is not None:
+    if substance_use is not None and "substance_use" in known:
         raw["substance_use"] = substance_use
-    if medications is not None:
+    if medications is not None and "medications" in known:
         raw["medications"] = medications
     ordered = {"subject_id": raw.pop("subject_id")}
     ordered.update(raw)
     return MappedIntake(ordered, col.sources, notes, assumptions, warnings)
 
 
-@lru_cache(maxsize=1)
-def intake_paths() -> frozenset[str]:
-    from schemas.intake import catalogue
-    return frozenset(catalogue())
+# --- what the mapping can answer ----------------------------------------------------------------
+
+# The intake fields that the sections read by code (not by tables of fhir_mapping.yaml) fill.
+# The tables' own fields (conditions, absence, allergies, questionnaire) are read from them.
+FILLED_BY_CODE: dict[str, tuple[str, ...]] = {
+    "orders": ("treatment.route",),
+    "indications": ("treatment.indication",),
+    "patient": ("patient.age_years", "patient.sex_at_birth"),
+    "observations": ("vitals.systolic_bp", "vitals.diastolic_bp", "vitals.measured_at", "vitals.heart_rate",
+                     "patient.pregnant", "patient.breastfeeding"),
+    "substance_use": ("substance_use",),
+    "medication_classes": ("medications",),
+}
+
+
+def fhir_reference(catalog: Catalog, path: str) -> dict:
+    """A catalog field's ``fhir`` reference ({resource, mapping, ...}), or {}."""
+    definition = catalog.definition(path)
+    found = definition.spec.get("fhir") if definition is not None else None
+    return found if isinstance(found, dict) else {}
+
+
+def questionnaire_fields(mapping: Mapping, catalog: Catalog) -> frozenset[str]:
+    """The fields a completed intake questionnaire may answer: those fhir_mapping.yaml lists, and
+    every scalar field of the served catalog whose ``fhir`` reference names the questionnaire
+    section (a field an editor adds that way is read without a code or mapping change). A
+    questionnaire answer is an explicit answer, never an assumption."""
+    listed = set(mapping.questionnaire.get("fields") or [])
+    for path, info in catalog.flat.items():
+        if info.kind not in ("object", "list") and fhir_reference(catalog, path).get("mapping") == "questionnaire":
+            listed.add(path)
+    return frozenset(listed)
+
+
+def sections_filling(mapping: Mapping, catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Section of the mapping (as a catalog ``fhir.mapping`` reference names it) -> the served
+    catalog's fields it can fill: by code (the order, the patient, the vital signs, substance
+    use, medications) or by its tables (conditions with ``absence``, allergies, the questionnaire)."""
+    out = {section: set(paths) for section, paths in FILLED_BY_CODE.items()}
+    conditions = out.setdefault("conditions", set())
+    for _, _, active, past in mapping.conditions:
+        conditions.update(active)
+        conditions.update(past)
+    conditions.update(mapping.assumed)
+    out["allergies"] = set(mapping.allergies)
+    out["questionnaire"] = set(questionnaire_fields(mapping, catalog))
+    return {section: frozenset(p for p in paths if p in catalog.flat) for section, paths in out.items()}
+
+
+def answerable_paths(mapping: Mapping, catalog: Catalog) -> frozenset[str]:
+    """The served catalog's fields this mapping can fill from an EHR record, by any section. A
+    field outside this set is never answered by a CDS request: when a rule needs it, the card
+    asks for it as "not available from the EHR"."""
+    return frozenset().union(*sections_filling(mapping, catalog).values())
+
+
+def reference_mismatches(mapping: Mapping, catalog: Catalog) -> list[str]:
+    """Catalog fields whose ``fhir`` reference names a section of the mapping that does not fill
+    them (or no section at all), with the sections that do: what an editor should correct."""
+    filling = sections_filling(mapping, catalog)
+    out = []
+    for path in catalog.flat:
+        named = str(fhir_reference(catalog, path).get("mapping") or "")
+        if not named:
+            continue
+        section = named.split(".", 1)[0]
+        if section not in filling:
+            out.append(f"{path}: its fhir reference names '{named}', which is not a section of the mapping")
+        elif path not in filling[section]:
+            others = sorted(s for s, paths in filling.items() if path in paths)
+            out.append(f"{path}: its fhir reference names '{named}', which does not fill it"
+                       + (f" (answered by: {', '.join(others)})" if others else " (no section answers it)"))
+    return out
+
+
+def not_from_ehr(missing: Iterable[str], answerable: frozenset[str]) -> list[str]:
+    """The missing paths (``substance_use[0].status`` as its list) no EHR record can answer here."""
+    out = []
+    for path in missing:
+        plain = re.sub(r"\[\d+\]", "", path)
+        if plain not in answerable and plain.split(".", 1)[0] not in answerable:
+            out.append(path)
+    return out
 
 
 def _reasons(order: Any, index: dict[str, Node]) -> list[Node]:
@@ -774,7 +856,7 @@ def _allergies(allergies: list | None, mapping: Mapping, col: _Collector, warnin
     return not unread
 
 
-def _questionnaire(responses: list, mapping: Mapping, col: _Collector) -> None:
+def _questionnaire(responses: list, allowed: frozenset[str], mapping: Mapping, col: _Collector) -> None:
     spec = mapping.questionnaire
     wanted_url = spec.get("url")
     candidates = [r for r in responses if isinstance(r, Node) and r.status == "completed"
@@ -783,7 +865,6 @@ def _questionnaire(responses: list, mapping: Mapping, col: _Collector) -> None:
         return
     oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
     latest = max(candidates, key=lambda r: when(r.authored) or oldest)
-    allowed = set(spec.get("fields") or [])
     link_ids = spec.get("link_ids") or {}
     source = ref(latest)
     for item in _items(many(latest.item)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess  # nosec B404 - only its exception type, for git failures
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -55,14 +56,14 @@ def rules_lint(paths: tuple[Path, ...], as_json: bool, strict: bool, against: st
 def _lint_against(pack, path: Path, revision: str) -> list:
     """The pack compared with itself at a git revision; nothing when there is no such revision."""
     from service.policy.contract import lint_against
-    from service.policy.impact import checkout_revision
+    from service.policy.impact import checked_out
     from service.policy.loader import read_pack
 
     try:
-        old_dir = checkout_revision(revision, path)
+        with checked_out(revision, path) as old_dir:
+            old, _problems = read_pack(old_dir)
     except (ValueError, OSError, subprocess.CalledProcessError):
         return []
-    old, _problems = read_pack(old_dir)
     if old is None:
         return []
     return lint_against(old, pack)
@@ -177,18 +178,20 @@ def rules_diff(pack_dir, against, current_dir, intakes, from_log, fmt, output, a
         raise click.UsageError("give the intakes as --intakes FILE.jsonl or --from-log, not both")
     candidate_dir = candidate_dir or pack_dir or common.rules_dir(None)
     against = against or current_rev
-    try:
-        if candidate_rev:
-            candidate_dir = impact.checkout_revision(candidate_rev, candidate_dir)
-        if against:
-            base_dir = impact.checkout_revision(against, current_dir or candidate_dir)
-        elif current_dir:
-            base_dir = current_dir
-        else:
-            base_dir = impact.checkout_revision("HEAD", candidate_dir)
-    except (ValueError, OSError, subprocess.CalledProcessError) as exc:
-        raise click.ClickException(f"{exc}; give the pack to compare with as --current DIR") from None
-    current, candidate = common.load_or_exit(base_dir), common.load_or_exit(candidate_dir)
+    # Packs checked out of git live in temporary directories removed when the packs are loaded.
+    with ExitStack() as checkouts:
+        try:
+            if candidate_rev:
+                candidate_dir = checkouts.enter_context(impact.checked_out(candidate_rev, candidate_dir))
+            if against:
+                base_dir = checkouts.enter_context(impact.checked_out(against, current_dir or candidate_dir))
+            elif current_dir:
+                base_dir = current_dir
+            else:
+                base_dir = checkouts.enter_context(impact.checked_out("HEAD", candidate_dir))
+        except (ValueError, OSError, subprocess.CalledProcessError) as exc:
+            raise click.ClickException(f"{exc}; give the pack to compare with as --current DIR") from None
+        current, candidate = common.load_or_exit(base_dir), common.load_or_exit(candidate_dir)
     when = as_of
     if intakes:
         source = impact.read_jsonl(intakes, Limits.of(common.settings()))

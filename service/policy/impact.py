@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+import shutil
 import subprocess  # nosec B404 - git with fixed arguments; each call is marked where it stands
 import tarfile
 import tempfile
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -184,8 +186,21 @@ def _valid(ruleset: Ruleset, raw: dict | None) -> dict | None:
 _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/~^@{}-]{0,199}")
 
 
-def checkout_revision(revision: str, pack_dir: Path) -> Path:
-    """The pack as it is at a git revision, extracted to a temporary directory."""
+@contextmanager
+def checked_out(revision: str, pack_dir: Path) -> Iterator[Path]:
+    """The pack as it is at a git revision, in a temporary directory removed on leaving the
+    block (whether the comparison succeeded or not). Raises ValueError for a revision git does
+    not know or cannot read the pack at."""
+    parent = Path(tempfile.mkdtemp(prefix="rules-rev-"))
+    try:
+        yield checkout_revision(revision, pack_dir, parent)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def checkout_revision(revision: str, pack_dir: Path, into: Path) -> Path:
+    """The pack as it is at a git revision, extracted under ``into`` (which the caller removes:
+    use ``checked_out``)."""
     if not _REVISION.fullmatch(revision) or ".." in revision:
         raise ValueError(f"not a git revision: {revision!r} (a commit, branch, tag or HEAD~n)")
     pack_dir = pack_dir.resolve()
@@ -203,10 +218,9 @@ def checkout_revision(revision: str, pack_dir: Path) -> Path:
                              capture_output=True, check=False)
     if archive.returncode != 0:
         raise ValueError(f"git cannot read {relative} at {revision}: {archive.stderr.decode().strip()}")
-    target = Path(tempfile.mkdtemp(prefix="rules-rev-"))
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(target, filter="data")
-    return target / relative
+        tar.extractall(into, filter="data")
+    return into / relative
 
 
 # --- rendering ------------------------------------------------------------------------------
