@@ -10,7 +10,7 @@ import copy
 import datetime as dt
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema, ValidationError, fields
 
@@ -29,6 +29,9 @@ from schemas.rulefile import (
 from service.policy import conditions, yamlsrc
 from service.policy.model import Location, OptionalAnswer, Rule, RulePack, TestCase
 from service.policy.problems import Problem, RulePackError
+
+if TYPE_CHECKING:
+    from service.policy.packcache import PackCache
 
 PACK_FILE = "pack.yaml"
 FIXTURES_FILE = "fixtures.yaml"
@@ -176,8 +179,16 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
-    """A pack ready to compile: structure and lint both clean (warnings allowed)."""
+def load_pack(root: Path | str, shown_as: Path | None = None, cache: PackCache | None = None) -> RulePack:
+    """A pack ready to compile: structure and lint both clean (warnings allowed). With a
+    ``cache`` (service.policy.packcache), a pack whose files were read before comes from it."""
+    if cache is not None:
+        return cache.load(root, shown_as)[0]
+    return load_pack_checked(root, shown_as)[0]
+
+
+def load_pack_checked(root: Path | str, shown_as: Path | None = None) -> tuple[RulePack, list[Problem]]:
+    """``load_pack`` from the files, with lint's problems below error level (warnings, notes)."""
     from service.policy.lint import lint  # lint imports the loader's helpers
 
     pack, problems = read_pack(root, shown_as)
@@ -185,7 +196,7 @@ def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
         problems = problems + lint(pack)
     if pack is None or any(p.level == "error" for p in problems):
         raise RulePackError(problems)
-    return pack
+    return pack, problems
 
 
 def _read_meta(path: Path, col: _Collector) -> tuple[dict | None, yamlsrc.Positions]:
