@@ -45,12 +45,16 @@ control_socket_disable = True
 def on_starting(server):
     """Refuse to start on a pack that fails lint or compile (its rule tests gate every reload;
     `screening rules test` gates a release); once started, workers that (re)boot on a broken
-    directory fall back to the last good pack."""
+    directory fall back to the last good pack. The ruleset loaded here is kept for the workers
+    this master forks (service.reload.preload): they do not load or compile it again."""
     from service.config import SERVING_ENV, Settings
-    from service.reload import load_or_fall_back, save_last_good
+    from service.reload import load_or_fall_back, preload, save_last_good
 
     settings = Settings.from_env()
-    ruleset, _ = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir)
+    ruleset, _ = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir,
+                                   cache=settings.pack_cache())
+    if settings.rules_cache and preload(ruleset, settings.rules_dir, settings.engine_backend):
+        server.log.info("ruleset loaded before the fork: workers share it")
     try:
         save_last_good(settings.rules_dir, settings.state_dir)
     except OSError as exc:
