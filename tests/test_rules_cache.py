@@ -19,7 +19,7 @@ from schemas.catalog import Catalog
 from service.policy import loader, packcache
 from service.policy.loader import load_pack, load_pack_checked
 from service.policy.packcache import PackCache, files_digest
-from service.ruleset import default_rules_path
+from service.ruleset import default_rules_path, load_ruleset
 
 SHIPPED_PACK = default_rules_path()
 
@@ -126,11 +126,13 @@ def test_a_copy_of_the_pack_hits_and_names_its_own_files(cache, tmp_path, monkey
     assert from_cache(cache, snapshot)[0].rules[0].location.file.startswith("snapshot/pack/")
 
 
-def test_load_pack_with_a_cache_reads_the_files_once(cache, tmp_path, monkeypatch):
+def test_a_load_through_the_cache_reads_the_files_once(cache, tmp_path, monkeypatch):
     root = write_pack(tmp_path / "pack", 20)
-    first = load_pack(root, cache=cache)
+    first = load_ruleset(root, "durable", cache)
+    assert first.files == files_digest(root)
     monkeypatch.setattr(loader, "read_pack", lambda *a, **k: pytest.fail("read again"))
-    assert load_pack(root, cache=cache).digest == first.digest
+    again = load_ruleset(root, "durable", cache)
+    assert again.pack.digest == first.pack.digest and again.files == first.files
 
 
 def test_the_cache_keeps_nothing_but_private_files(cache, tmp_path):

@@ -10,7 +10,7 @@ import copy
 import datetime as dt
 import difflib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields
 
@@ -29,9 +29,6 @@ from schemas.rulefile import (
 from service.policy import conditions, yamlsrc
 from service.policy.model import Location, OptionalAnswer, Rule, RulePack, TestCase
 from service.policy.problems import Problem, RulePackError
-
-if TYPE_CHECKING:
-    from service.policy.packcache import PackCache
 
 PACK_FILE = "pack.yaml"
 FIXTURES_FILE = "fixtures.yaml"
@@ -179,11 +176,9 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def load_pack(root: Path | str, shown_as: Path | None = None, cache: PackCache | None = None) -> RulePack:
-    """A pack ready to compile: structure and lint both clean (warnings allowed). With a
-    ``cache`` (service.policy.packcache), a pack whose files were read before comes from it."""
-    if cache is not None:
-        return cache.load(root, shown_as)[0]
+def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
+    """A pack ready to compile: structure and lint both clean (warnings allowed). The same
+    through the rules cache: service.policy.packcache.PackCache.load."""
     return load_pack_checked(root, shown_as)[0]
 
 
