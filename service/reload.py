@@ -177,9 +177,14 @@ def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float,
             pack = load_pack(pack_dir, shown_as)
     except RulePackError as exc:
         return None, [str(p) for p in exc.problems if p.level == "error"]
-    problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)), cache)
-    if problem:
-        return None, [problem]
+    if files is not None and cache is not None and cache.compiled(files, backend):
+        log.info("candidate %s already proven to compile by another worker: no child compile", pack.digest)
+    else:
+        problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)), cache)
+        if problem:
+            return None, [problem]
+        if files is not None and cache is not None:
+            cache.mark_compiled(files, backend)
     try:
         ruleset = Ruleset(pack, compile_rules(pack.rules, backend), files=files)  # proven to finish in the child
     except EngineError as exc:

@@ -131,9 +131,14 @@ def test_a_reload_in_another_worker_is_read_from_the_cache(tmp_path, monkeypatch
     version = next(line for line in text.splitlines() if line.startswith("version:"))
     pack_yaml.write_text(text.replace(version, version.rstrip().rstrip('"') + '-cache"' if version.rstrip().endswith('"')
                                       else version.rstrip() + "-cache"))
+    children = []
+    real_child = reload_module.compile_in_child
+    monkeypatch.setattr(reload_module, "compile_in_child", lambda *a, **k: children.append(a) or real_child(*a, **k))
     assert first.reload().status == "loaded"
+    assert len(children) == 1
     monkeypatch.setattr(loader, "read_pack", lambda *a, **k: pytest.fail("read again"))
     outcome = second.reload()
+    assert len(children) == 1, "proven to compile by the first worker: no second child"
     assert outcome.status == "loaded", outcome.problems
     assert second.holder.current.pack.digest == first.holder.current.pack.digest
     assert second.holder.current.pack.rules[0].location.file == first.holder.current.pack.rules[0].location.file
@@ -155,3 +160,23 @@ def test_batch_pool_workers_screen_with_the_parents_ruleset(tmp_path, monkeypatc
     assert summary.lines == len(NAMES) * 5 and not summary.errors
     assert not list(marks.iterdir())
     assert batch_module._parent_ruleset is None  # not held after the run
+
+
+def test_a_compile_proven_elsewhere_is_trusted_only_under_the_key(tmp_path, monkeypatch):
+    from service.policy.packcache import files_digest
+
+    rules = tmp_path / "rules"
+    shutil.copytree(default_rules_path(), rules)
+    cache = Settings(state_dir=tmp_path / "state").pack_cache()
+    digest = files_digest(rules)
+    assert not cache.compiled(digest, "durable")
+    cache.mark_compiled(digest, "durable")
+    assert cache.compiled(digest, "durable")
+    assert not cache.compiled(digest, "reference")  # another backend is another proof
+    mark = next(cache.directory.glob("*.compiled"))
+    mark.write_bytes(b"0" * 64)  # forged
+    assert not cache.compiled(digest, "durable")
+    children = []
+    monkeypatch.setattr(reload_module, "compile_in_child", lambda *a, **k: children.append(a))
+    ruleset, problems = reload_module.validate_candidate(rules, "durable", 30.0, cache=cache)
+    assert ruleset is not None and not problems and len(children) == 1

@@ -50,6 +50,7 @@ KEY_FILE = "key"
 # 5,000-rule pack's entry is a few MB.
 MAX_ENTRIES = 6
 _SUFFIX = ".json"
+_COMPILED = ".compiled"
 _DATACLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     C.Leaf, C.AllOf, C.AnyOf, C.Not, C.Finding, Rule, TestCase, OptionalAnswer, Problem)}
 
@@ -78,9 +79,11 @@ def code_fingerprint() -> str:
     from schemas.intake import SHIPPED
 
     here = Path(__file__).resolve().parent
-    sources = sorted(here.glob("*.py")) + sorted((here.parent.parent / "schemas").glob("*.py")) + [
-        here.parent / "engine" / "base.py"]
-    digest = hashlib.sha256(f"{FORMAT} {sys.version_info[:2]} PyYAML {version('PyYAML')} "
+    # the engine's code too: a mark that a pack compiles (``compiled``) is about that code
+    sources = (sorted(here.glob("*.py")) + sorted((here.parent.parent / "schemas").glob("*.py"))
+               + sorted((here.parent / "engine").glob("*.py")))
+    digest = hashlib.sha256(f"{FORMAT} {sys.version_info[:2]} durable-rules {version('durable-rules')} "
+                            f"PyYAML {version('PyYAML')} "
                             f"{getattr(yaml, 'CSafeLoader', None) is not None} marshmallow "
                             f"{version('marshmallow')} shipped {SHIPPED.digest}".encode())
     for path in sources:
@@ -338,8 +341,57 @@ class PackCache:
             for old in entries[MAX_ENTRIES:]:
                 if old != keep:
                     old.unlink(missing_ok=True)
+                    for mark in self.directory.glob(f"{old.name[:-len(_SUFFIX)]}.*{_COMPILED}"):
+                        mark.unlink(missing_ok=True)
         except OSError:
             pass  # another worker pruned first
+
+    # A reload proves in a child process that a candidate compiles in bounded time (durable-rules
+    # hangs on some rule sets) before a serving worker compiles it. The compile is deterministic
+    # in the rules, the backend and the code, so once any worker has proven it, the others (each
+    # checks the same edit) need not start a child of their own: the mark says so, under the key.
+    def _compiled_mark(self, digest: str, backend: str) -> tuple[Path, bytes] | None:
+        key = self.key()
+        if key is None or not backend.isidentifier():
+            return None
+        text = f"compiles\0{digest}\0{backend}\0{code_fingerprint()}".encode()
+        return self.directory / f"{digest}.{backend}{_COMPILED}", self._mac(key, text).encode("ascii")
+
+    def mark_compiled(self, digest: str, backend: str) -> None:
+        mark = self._compiled_mark(digest, backend)
+        if mark is None:
+            return
+        path, mac = mark
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(mac)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+
+    def compiled(self, digest: str, backend: str) -> bool:
+        """True when a process of this service has proven that the pack with these files compiles
+        with this backend and this code."""
+        mark = self._compiled_mark(digest, backend)
+        if mark is None:
+            return False
+        path, mac = mark
+        try:
+            if not path.exists():
+                return False
+            problem = _private_file_problem(path)
+            if problem:
+                log.warning("rules cache mark ignored: %s", problem)
+                return False
+            good = hmac.compare_digest(path.read_bytes(), mac)
+        except OSError:
+            return False
+        if not good:
+            log.warning("rules cache mark %s ignored: it fails authentication", path)
+        return good
 
     def load(self, root: Path | str, shown_as: Path | None = None) -> tuple[RulePack, list[Problem], str | None]:
         """The pack at ``root`` and lint's warnings: from the cache when an entry is good, else
