@@ -61,6 +61,10 @@ def on_starting(server):
         server.log.warning("could not keep a copy of the rules: %s", exc)
     os.environ[SERVING_ENV] = "1"
     server.log.info("ruleset %s %s %s", ruleset.pack.name, ruleset.pack.version, ruleset.pack.digest)
+    # Imported once here, before the fork, rather than by every worker: the ICD-10-CM tables CDS
+    # Hooks reads (simple_icd_10_cm parses its XML at import, about 2.5 s and 180 MiB a process,
+    # most of a worker's start). Plain data: nothing in it is tied to the process.
+    import service.cdshooks.terminology  # noqa: F401 - imported for its side effect, shared by the fork
 
 
 def child_exit(server, worker):
