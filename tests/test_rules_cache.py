@@ -232,24 +232,34 @@ def test_a_group_or_world_readable_entry_is_refused(cache, tmp_path, monkeypatch
     assert reads and "owner only" in caplog.text
 
 
-def test_a_permissive_key_turns_the_cache_off(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("damage", ["permissive", "symlink"])
+def test_a_key_that_may_not_be_ours_turns_the_cache_off(tmp_path, monkeypatch, caplog, damage):
     root = write_pack(tmp_path / "pack", 5)
     PackCache.for_state_dir(tmp_path / "state").load(root)
-    os.chmod(tmp_path / "state" / "rules-cache" / "key", 0o640)
+    key = tmp_path / "state" / "rules-cache" / "key"
+    if damage == "permissive":
+        os.chmod(key, 0o640)
+    else:
+        key.rename(tmp_path / "a-key")
+        key.symlink_to(tmp_path / "a-key")
     cache = PackCache.for_state_dir(tmp_path / "state")
     reads = _cold_reads(monkeypatch)
     with caplog.at_level(logging.ERROR, "screening.rules_cache"):
         pack, _, _ = cache.load(root)
-    assert reads and "rules cache is off" in caplog.text and "chmod 600" in caplog.text
+    assert reads and "rules cache is off" in caplog.text
+    assert "chmod 600" in caplog.text or damage == "symlink"
     assert len(pack.rules) == 5
 
 
-@pytest.mark.parametrize("damage", ["garbage", "empty", "directory", "truncated"])
+@pytest.mark.parametrize("damage", ["garbage", "empty", "directory", "truncated", "symlink"])
 def test_an_unreadable_entry_is_ignored(cache, tmp_path, monkeypatch, damage):
     root = write_pack(tmp_path / "pack", 5)
     cache.load(root)
     entry = _entry(cache, root)
-    if damage == "directory":
+    if damage == "symlink":  # even to a good entry of ours: only the file itself is read
+        entry.rename(tmp_path / "elsewhere.json")
+        entry.symlink_to(tmp_path / "elsewhere.json")
+    elif damage == "directory":
         entry.unlink()
         entry.mkdir(mode=0o700)
     elif damage == "truncated":

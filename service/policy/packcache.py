@@ -238,11 +238,11 @@ class PackCache:
                     pass
                 finally:
                     tmp.unlink()
-            problem = _private_file_problem(path)
+            data, problem = _read_private(path)
             if problem:
                 return self._disable(f"{problem}; the rules cache is off until it is fixed "
                                      f"(chmod 600 {path}, or remove {self.directory})")
-            text = path.read_text(encoding="ascii").strip()
+            text = data.decode("ascii").strip()
             if len(text) < 64:
                 return self._disable(f"{path} does not hold a key; the rules cache is off (remove {self.directory})")
             self._key = text.encode("ascii")
@@ -270,11 +270,10 @@ class PackCache:
         if key is None:
             return None
         try:
-            problem = _private_file_problem(path)
+            data, problem = _read_private(path)
             if problem:
                 log.warning("rules cache entry ignored: %s", problem)
                 return None
-            data = path.read_bytes()
         except OSError as exc:
             log.warning("rules cache entry %s ignored: cannot read it: %s", path, exc)
             return None
@@ -382,11 +381,11 @@ class PackCache:
         try:
             if not path.exists():
                 return False
-            problem = _private_file_problem(path)
+            data, problem = _read_private(path)
             if problem:
                 log.warning("rules cache mark ignored: %s", problem)
                 return False
-            good = hmac.compare_digest(path.read_bytes(), mac)
+            good = hmac.compare_digest(data, mac)
         except OSError:
             return False
         if not good:
@@ -421,9 +420,17 @@ def _names(root: Path) -> list[str]:
     return sorted(p.name for p in Path(root).glob("*.yaml") if p.is_file())
 
 
-def _private_file_problem(path: Path) -> str | None:
+def _read_private(path: Path) -> tuple[bytes, str | None]:
+    """The file's bytes, and why it may not be trusted (None: it may). What is checked is the
+    file that was opened (not a symbolic link, not a path swapped after the check)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        problem = _private_file_problem(path, os.fstat(fh.fileno()))
+        return (b"", problem) if problem else (fh.read(), None)
+
+
+def _private_file_problem(path: Path, st: os.stat_result) -> str | None:
     """Why a file may not be trusted: owned by someone else, or open to group or others."""
-    st = path.stat()
     if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
         return f"{path} is owned by another user"
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
