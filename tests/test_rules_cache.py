@@ -297,7 +297,9 @@ _scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.text(max
             | st.floats(allow_nan=False) | st.dates()
             | st.datetimes(timezones=st.just(dt.timezone.utc)) | st.datetimes())
 _keys = st.text(max_size=6) | st.sampled_from(["$", "v", "$t"]) | st.integers(-5, 5) | st.booleans() | st.dates() | st.none()
-_yaml_data = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+_positions = st.dictionaries(st.lists(st.text(max_size=4) | st.integers(0, 9), max_size=4).map(tuple),
+                             st.tuples(st.integers(1, 10**6), st.integers(1, 999)), max_size=5)
+_yaml_data = st.recursive(_scalars | _positions, lambda inner: st.lists(inner, max_size=4)
                           | st.dictionaries(_keys, inner, max_size=4)
                           | st.lists(inner, max_size=3).map(tuple), max_leaves=20)
 

@@ -145,19 +145,13 @@ _PLAIN = frozenset({type(None), bool, int, float, str})
 def _position_rows(v: dict) -> list | None:
     """A map from key paths to (line, column), the loader's positions, compactly; None for any
     other mapping."""
-    if not v:
+    # The parts are not checked one by one (the largest cost of writing an entry): a part JSON
+    # cannot hold fails json.dumps (the pack is then not kept), and one it would turn into another
+    # type (a tuple inside a key) fails the entry's reading back (then it is ignored).
+    if not v or not all(type(key) is tuple for key in v) or not all(
+            type(at) is tuple and len(at) == 2 for at in v.values()):
         return None
-    rows = []
-    for key, at in v.items():
-        if type(key) is not tuple or type(at) is not tuple or len(at) != 2:
-            return None
-        for part in key:
-            if type(part) not in _PLAIN:
-                return None
-        if type(at[0]) not in _PLAIN or type(at[1]) not in _PLAIN:
-            return None
-        rows.append([list(key), at[0], at[1]])
-    return rows
+    return [[list(key), at[0], at[1]] for key, at in v.items()]
 
 
 def _decoder(name_file: Callable[[str], str]) -> Callable[[dict], Any]:
@@ -318,8 +312,12 @@ class PackCache:
             log.info("rules not cached: %s", exc)
             return
         header = {"format": FORMAT, "files": digest, "code": code_fingerprint(), "digest": pack.digest}
-        body = json.dumps(header).encode() + b"\n" + json.dumps(payload, ensure_ascii=False,
-                                                                separators=(",", ":")).encode("utf-8")
+        try:
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            log.info("rules not cached: %s", exc)
+            return
+        body = json.dumps(header).encode() + b"\n" + text.encode("utf-8")
         data = self._mac(key, body).encode("ascii") + b"\n" + body
         target = self.entry_path(digest)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
