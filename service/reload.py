@@ -2,9 +2,11 @@
 
 A candidate is taken from a snapshot of the rules directory (so that what is checked is what is
 loaded, even while an editor is still saving), then:
-1. read and linted — every problem collected;
+1. read and linted — every problem collected (or taken from the rules cache when another worker
+   or a restart has read these very files: service.policy.packcache);
 2. compiled in a child process with a deadline — a compile that does not finish in bounded time
-   is abandoned there, never in a worker that serves requests;
+   is abandoned there, never in a worker that serves requests (once one worker has proven a pack
+   compiles, an authenticated mark in the rules cache spares the others a child of their own);
 3. compiled here and its rule tests run in full;
 4. swapped in with one reference assignment (see RulesetHolder).
 A candidate that fails any step is refused: the last good ruleset keeps screening, and the
