@@ -180,3 +180,30 @@ def test_a_compile_proven_elsewhere_is_trusted_only_under_the_key(tmp_path, monk
     monkeypatch.setattr(reload_module, "compile_in_child", lambda *a, **k: children.append(a))
     ruleset, problems = reload_module.validate_candidate(rules, "durable", 30.0, cache=cache)
     assert ruleset is not None and not problems and len(children) == 1
+
+
+def test_commands_use_the_services_cache_and_never_make_one(tmp_path, monkeypatch):
+    from service.cli import common
+    from service.policy import loader
+    from service.policy.packcache import PackCache
+
+    rules = tmp_path / "rules"
+    shutil.copytree(default_rules_path(), rules)
+    monkeypatch.setenv("SCREENING_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("SCREENING_RULES_CACHE", raising=False)
+    assert common.load_or_exit(rules).files is not None
+    assert not (tmp_path / "state").exists()  # no cache made by a command
+    PackCache.for_state_dir(tmp_path / "state").load(rules)  # the service's cache
+    monkeypatch.setattr(loader, "read_pack", lambda *a, **k: pytest.fail("read again"))
+    assert common.load_or_exit(rules).pack.digest
+
+
+def test_screening_rules_cache_0_turns_it_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCREENING_RULES_CACHE", "0")
+    assert Settings.from_env().pack_cache() is None
+    monkeypatch.setenv("SCREENING_RULES_CACHE", "1")
+    monkeypatch.setenv("SCREENING_STATE_DIR", str(tmp_path))
+    assert Settings.from_env().pack_cache().directory == tmp_path / "rules-cache"
+    monkeypatch.setenv("SCREENING_RULES_CACHE", "sometimes")
+    with pytest.raises(SystemExit, match="SCREENING_RULES_CACHE"):
+        Settings.from_env()
