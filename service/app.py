@@ -34,13 +34,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["settings"] = settings
     # A pack that fails lint or compile stops start-up here, with every problem in the message
     # (a worker restarted while the service is serving falls back to the last good pack).
+    # With the rules cache on, a gunicorn worker takes the ruleset its master loaded before the
+    # fork, or the pack from <state_dir>/rules-cache (service.policy.packcache).
+    cache = settings.pack_cache()
     ruleset, fallback_reason = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir,
-                                                 settings.serving)
+                                                 settings.serving, cache)
     holder = RulesetHolder(ruleset)
     holder.last_error = fallback_reason
     app.extensions["rulesets"] = holder
     reloader = Reloader(holder, settings.rules_dir, settings.engine_backend, settings.state_dir,
-                        settings.compile_timeout)
+                        settings.compile_timeout, cache=cache)
     app.extensions["reloader"] = reloader
     if settings.reload_interval > 0:
         reloader.start(settings.reload_interval)

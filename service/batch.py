@@ -132,11 +132,17 @@ def json_line(record: dict) -> str:
 
 
 _worker: LineScreener | None = None
+# The run's ruleset, set by the parent just before it forks its pool: a forked worker screens
+# with it as it stands (read, linted and compiled once, in the parent; durable-rules' compiled
+# state is copied by the fork). A spawned worker (no fork on this platform) starts without it
+# and loads the pack itself, through the rules cache when there is one.
+_parent_ruleset: Ruleset | None = None
 
 
 def _init_worker(rules_dir: str, backend: str, as_of: dt.datetime | None, settings: Settings) -> None:
     global _worker
-    _worker = LineScreener(load_ruleset(rules_dir, backend), as_of, settings)
+    ruleset = _parent_ruleset or load_ruleset(rules_dir, backend, settings.pack_cache(create=False))
+    _worker = LineScreener(ruleset, as_of, settings)
 
 
 def _screen_chunk(chunk: tuple[int, list[bytes]]) -> tuple[str, Summary]:
@@ -219,8 +225,9 @@ def run_batch(
     the number of lines finished since its last call. Raises BatchError before writing anything
     when the run cannot be done. ``settings`` (the body limits) are read from the environment
     when not given, once for the run; every worker gets them from here."""
+    global _parent_ruleset
     settings = settings or Settings.from_env()
-    ruleset = ruleset or load_ruleset(rules_dir, backend)
+    ruleset = ruleset or load_ruleset(rules_dir, backend, settings.pack_cache(create=False))
     workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
     skip, summary = prepare_resume(output_path) if resume else (0, Summary())
@@ -249,13 +256,17 @@ def run_batch(
                 emit("".join(screener(first + i, line, part) for i, line in enumerate(lines)), part)
         else:
             context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with context.Pool(workers, _init_worker, (str(rules_dir), backend, as_of, settings)) as pool:
-                pending: deque = deque()
-                for chunk in chunks:
-                    pending.append(pool.apply_async(_screen_chunk, (chunk,)))
-                    if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+            _parent_ruleset = ruleset
+            try:
+                with context.Pool(workers, _init_worker, (str(rules_dir), backend, as_of, settings)) as pool:
+                    pending: deque = deque()
+                    for chunk in chunks:
+                        pending.append(pool.apply_async(_screen_chunk, (chunk,)))
+                        if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                            emit(*pending.popleft().get())
+                    while pending:
                         emit(*pending.popleft().get())
-                while pending:
-                    emit(*pending.popleft().get())
+            finally:
+                _parent_ruleset = None
     summary.seconds = time.perf_counter() - started
     return summary

@@ -126,6 +126,11 @@ class Settings:
     # Seconds between checks of the rules directory; 0 turns the watcher off.
     reload_interval: float = 2.0
     compile_timeout: float = 30.0
+    # The rules cache: the read and linted pack kept by the digest of its files in
+    # <state_dir>/rules-cache, and the master's compiled ruleset shared with the workers it forks
+    # (service.policy.packcache, service.reload.preload). Off: every process reads, lints and
+    # compiles the pack itself.
+    rules_cache: bool = True
     # Requests per API key, a token bucket shared through the database; "0"/"off": none.
     rate_limit: str = "1200/minute"
     log_level: str = "info"
@@ -148,6 +153,7 @@ class Settings:
             "state_dir": Path(os.environ.get("SCREENING_STATE_DIR") or "var"),
             "reload_interval": _float("SCREENING_RELOAD_INTERVAL", 2.0),
             "compile_timeout": _float("SCREENING_COMPILE_TIMEOUT", 30.0),
+            "rules_cache": env_flag("SCREENING_RULES_CACHE", True),
             "rate_limit": os.environ.get("SCREENING_RATE_LIMIT", "1200/minute"),
             "log_level": _text("SCREENING_LOG_LEVEL", "info"),
             "serving": os.environ.get(SERVING_ENV) == "1",
@@ -158,6 +164,15 @@ class Settings:
         known = {f.name for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in known})
         return cls(**values)
+
+    def pack_cache(self, create: bool = True):
+        """The rules cache in the state directory, or None when SCREENING_RULES_CACHE is off.
+        ``create=False`` (the CLI): use the service's cache if there is one, never make it."""
+        if not self.rules_cache:
+            return None
+        from service.policy.packcache import PackCache
+
+        return PackCache.for_state_dir(self.state_dir, create)
 
     @property
     def store_url(self) -> str:

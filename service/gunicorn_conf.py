@@ -45,18 +45,26 @@ control_socket_disable = True
 def on_starting(server):
     """Refuse to start on a pack that fails lint or compile (its rule tests gate every reload;
     `screening rules test` gates a release); once started, workers that (re)boot on a broken
-    directory fall back to the last good pack."""
+    directory fall back to the last good pack. The ruleset loaded here is kept for the workers
+    this master forks (service.reload.preload): they do not load or compile it again."""
     from service.config import SERVING_ENV, Settings
-    from service.reload import load_or_fall_back, save_last_good
+    from service.reload import load_or_fall_back, preload, save_last_good
 
     settings = Settings.from_env()
-    ruleset, _ = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir)
+    ruleset, _ = load_or_fall_back(settings.rules_dir, settings.engine_backend, settings.state_dir,
+                                   cache=settings.pack_cache())
+    if settings.rules_cache and preload(ruleset, settings.rules_dir, settings.engine_backend):
+        server.log.info("ruleset loaded before the fork: workers share it")
     try:
         save_last_good(settings.rules_dir, settings.state_dir)
     except OSError as exc:
         server.log.warning("could not keep a copy of the rules: %s", exc)
     os.environ[SERVING_ENV] = "1"
     server.log.info("ruleset %s %s %s", ruleset.pack.name, ruleset.pack.version, ruleset.pack.digest)
+    # Imported once here, before the fork, rather than by every worker: the ICD-10-CM tables CDS
+    # Hooks reads (simple_icd_10_cm parses its XML at import, about 2.5 s and 180 MiB a process,
+    # most of a worker's start). Plain data: nothing in it is tied to the process.
+    import service.cdshooks.terminology  # noqa: F401 - imported for its side effect, shared by the fork
 
 
 def child_exit(server, worker):

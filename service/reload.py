@@ -2,9 +2,11 @@
 
 A candidate is taken from a snapshot of the rules directory (so that what is checked is what is
 loaded, even while an editor is still saving), then:
-1. read and linted — every problem collected;
+1. read and linted — every problem collected (or taken from the rules cache when another worker
+   or a restart has read these very files: service.policy.packcache);
 2. compiled in a child process with a deadline — a compile that does not finish in bounded time
-   is abandoned there, never in a worker that serves requests;
+   is abandoned there, never in a worker that serves requests (once one worker has proven a pack
+   compiles, an authenticated mark in the rules cache spares the others a child of their own);
 3. compiled here and its rule tests run in full;
 4. swapped in with one reference assignment (see RulesetHolder).
 A candidate that fails any step is refused: the last good ruleset keeps screening, and the
@@ -27,6 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.engine import EngineError, compile_rules
 from service.policy.loader import load_pack
@@ -34,6 +37,9 @@ from service.policy.model import RulePack
 from service.policy.problems import RulePackError
 from service.policy.testing import run_tests
 from service.ruleset import Ruleset, RulesetHolder, load_ruleset
+
+if TYPE_CHECKING:
+    from service.policy.packcache import PackCache
 
 log = logging.getLogger("screening.reload")
 
@@ -164,15 +170,18 @@ def compile_deadline(compile_timeout: float, rules: int) -> float:
     return compile_timeout + rules * COMPILE_SECONDS_PER_RULE
 
 
-def compile_in_child(pack_dir: Path, backend: str, timeout: float) -> str | None:
-    """Compile in a separate process with a deadline. Returns a problem, or None if it compiled."""
+def compile_in_child(pack_dir: Path, backend: str, timeout: float, cache: PackCache | None = None) -> str | None:
+    """Compile in a separate process with a deadline. Returns a problem, or None if it compiled.
+    With a ``cache``, the child takes the pack the parent has just read and linted from it."""
     code = (
-        "import sys; from service.ruleset import load_ruleset; "
-        "r = load_ruleset(sys.argv[1], sys.argv[2]); print(r.pack.digest)"
+        "import sys; from pathlib import Path; from service.ruleset import load_ruleset; "
+        "from service.policy.packcache import PackCache; "
+        "cache = PackCache(Path(sys.argv[3]), create=False) if sys.argv[3] else None; "
+        "r = load_ruleset(sys.argv[1], sys.argv[2], cache); print(r.pack.digest)"
     )
     try:
         done = subprocess.run(  # nosec B603 - fixed interpreter and code, paths as arguments
-            [sys.executable, "-c", code, str(pack_dir), backend],
+            [sys.executable, "-c", code, str(pack_dir), backend, str(cache.directory) if cache else ""],
             capture_output=True, text=True, timeout=timeout,
             cwd=str(Path(__file__).resolve().parent.parent),
         )
@@ -185,18 +194,29 @@ def compile_in_child(pack_dir: Path, backend: str, timeout: float) -> str | None
 
 
 def validate_candidate(pack_dir: Path, backend: str, compile_timeout: float,
-                       shown_as: Path | None = None) -> tuple[Ruleset | None, list[str]]:
+                       shown_as: Path | None = None, cache: PackCache | None = None) -> tuple[Ruleset | None, list[str]]:
     """Every check a pack must pass before it may screen anyone. ``shown_as``: the directory
-    problems name (the candidate is a snapshot of it)."""
+    problems name (the candidate is a snapshot of it). With a ``cache``, a pack another worker
+    (or a restart) has read is not read and linted again, here or in the child."""
+    files = None
     try:
-        pack = load_pack(pack_dir, shown_as)  # lint first: cheap, and the clearest messages
+        # lint first: cheap, and the clearest messages
+        if cache is not None:
+            pack, _, files = cache.load(pack_dir, shown_as)
+        else:
+            pack = load_pack(pack_dir, shown_as)
     except RulePackError as exc:
         return None, [str(p) for p in exc.problems if p.level == "error"]
-    problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)))
-    if problem:
-        return None, [problem]
+    if files is not None and cache is not None and cache.compiled(files, backend):
+        log.info("candidate %s already proven to compile by another worker: no child compile", pack.digest)
+    else:
+        problem = compile_in_child(pack_dir, backend, compile_deadline(compile_timeout, len(pack.rules)), cache)
+        if problem:
+            return None, [problem]
+        if files is not None and cache is not None:
+            cache.mark_compiled(files, backend)
     try:
-        ruleset = Ruleset(pack, compile_rules(pack.rules, backend))  # proven to finish in the child
+        ruleset = Ruleset(pack, compile_rules(pack.rules, backend), files=files)  # proven to finish in the child
     except EngineError as exc:
         return None, [str(exc)]
     ruleset.intake_loader  # the candidate's validator, built before it is swapped in
@@ -223,26 +243,70 @@ def save_last_good(pack_dir: Path, state_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path,
-                      serving: bool = False) -> tuple[Ruleset, str | None]:
-    """A worker's start: the configured pack, or — only once the service is serving
-    (Settings.serving) — the last good pack, with the reason it was needed."""
+# The ruleset the gunicorn master loaded before forking its workers (see ``preload``).
+_preloaded: tuple[Path, str, str, Ruleset] | None = None
+
+
+def preload(ruleset: Ruleset, rules_dir: Path, backend: str) -> bool:
+    """Keep the master's ruleset for the workers it forks: a worker started on the same files
+    uses it as it stands — read, linted and compiled once, in the master, for every worker, and
+    again for a worker that restarts. durable-rules keeps its compiled rules in the C extension's
+    heap, which a fork copies (copy-on-write); the master never evaluates, so no session or lock
+    is held at the fork, and each worker's sessions stay its own (tests/test_rules_sharing.py
+    screens through two gunicorn workers forked this way). Needs ``ruleset.files`` (a load
+    through the rules cache): without knowing its files, a worker could not tell it is current."""
+    global _preloaded
+    if ruleset.files is None:
+        return False
+    _preloaded = (Path(rules_dir).resolve(), backend, ruleset.files, ruleset)
+    return True
+
+
+def inherited(rules_dir: Path, backend: str) -> Ruleset | None:
+    """The preloaded ruleset, if this process was forked with one for the files ``rules_dir``
+    holds now (a pack changed since, by a reload or an edit, is loaded afresh)."""
+    from service.policy.packcache import files_digest
+
+    if _preloaded is None:
+        return None
+    directory, preloaded_backend, files, ruleset = _preloaded
+    if directory != Path(rules_dir).resolve() or preloaded_backend != backend:
+        return None
     try:
-        return load_ruleset(rules_dir, backend), None
+        return ruleset if files_digest(rules_dir) == files else None
+    except OSError:
+        return None
+
+
+def load_or_fall_back(rules_dir: Path, backend: str, state_dir: Path,
+                      serving: bool = False, cache: PackCache | None = None) -> tuple[Ruleset, str | None]:
+    """A worker's start: the configured pack, or — only once the service is serving
+    (Settings.serving) — the last good pack, with the reason it was needed. With a ``cache``:
+    the ruleset the master loaded before the fork when the files are still the same, else the
+    pack from the cache (compiled here), else read, linted, compiled and kept in the cache."""
+    if cache is not None:
+        shared = inherited(rules_dir, backend)
+        if shared is not None:
+            log.info("using the ruleset loaded before the fork: %s %s (not read, linted or compiled again)",
+                     shared.pack.version, shared.pack.digest)
+            return shared, None
+    try:
+        return load_ruleset(rules_dir, backend, cache), None
     except (RulePackError, EngineError) as exc:
         fallback = state_dir / LAST_GOOD
         if not serving or not fallback.is_dir():
             raise
         log.error("rules in %s are broken; serving the last good pack: %s", rules_dir, exc)
-        return load_ruleset(fallback, backend), f"serving the last good pack: {exc}"
+        return load_ruleset(fallback, backend, cache), f"serving the last good pack: {exc}"
 
 
 class Reloader:
     """Watches one rules directory for one app (one per gunicorn worker)."""
 
     def __init__(self, holder: RulesetHolder, rules_dir: Path, backend: str, state_dir: Path,
-                 compile_timeout: float = 30.0, on_outcome=None):
+                 compile_timeout: float = 30.0, on_outcome=None, cache: PackCache | None = None):
         self.holder = holder
+        self.cache = cache
         self.rules_dir = Path(rules_dir)
         self.backend = backend
         self.state_dir = Path(state_dir)
@@ -289,7 +353,8 @@ class Reloader:
             return outcome
 
     def _reload_from(self, candidate_dir: Path) -> ReloadOutcome:
-        ruleset, problems = validate_candidate(candidate_dir, self.backend, self.compile_timeout, self.rules_dir)
+        ruleset, problems = validate_candidate(candidate_dir, self.backend, self.compile_timeout, self.rules_dir,
+                                               self.cache)
         current = self.holder.current.pack
         if ruleset is None:
             return ReloadOutcome("refused", "the candidate ruleset was refused; the last good one keeps serving",

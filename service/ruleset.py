@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.engine import CompiledRules, compile_rules
 from service.engine.base import layers
@@ -13,12 +14,18 @@ from service.policy.completeness import CompletenessPlan
 from service.policy.loader import load_pack
 from service.policy.model import Rule, RulePack
 
+if TYPE_CHECKING:
+    from service.policy.packcache import PackCache
+
 
 @dataclass(frozen=True)
 class Ruleset:
     pack: RulePack
     compiled: CompiledRules
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    # The digest of the files it was read from (service.policy.packcache.files_digest), when
+    # loaded through the rules cache; None: not known.
+    files: str | None = field(default=None, compare=False)
 
     @property
     def summary(self) -> dict[str, str]:
@@ -64,10 +71,15 @@ class Ruleset:
         return {rule.id: i for i, rule in enumerate(self.evaluation_order)}
 
 
-def load_ruleset(path: Path | str, backend: str = "durable") -> Ruleset:
-    """Load, lint and compile a pack. Raises RulePackError or EngineError; never half-loads."""
-    pack = load_pack(path)
-    ruleset = Ruleset(pack, compile_rules(pack.rules, backend))
+def load_ruleset(path: Path | str, backend: str = "durable", cache: PackCache | None = None) -> Ruleset:
+    """Load, lint and compile a pack. Raises RulePackError or EngineError; never half-loads.
+    With a ``cache``, a pack read before is not read and linted again (only compiled)."""
+    files = None
+    if cache is not None:
+        pack, _, files = cache.load(path)
+    else:
+        pack = load_pack(path)
+    ruleset = Ruleset(pack, compile_rules(pack.rules, backend), files=files)
     ruleset.intake_loader  # built here, off the request path: the first screening does not pay for it
     return ruleset
 

@@ -164,7 +164,7 @@ def test_the_reload_deadline_grows_with_the_pack(tmp_path, monkeypatch):
 
     deadlines = []
     monkeypatch.setattr(reload_module, "compile_in_child",
-                        lambda pack_dir, backend, timeout: deadlines.append(timeout))
+                        lambda pack_dir, backend, timeout, cache=None: deadlines.append(timeout))
     ruleset, problems = reload_module.validate_candidate(write_pack(tmp_path / "pack", 5000), "durable", 30.0)
     assert ruleset is not None and not problems
     assert deadlines == [30.0 + 5000 * reload_module.COMPILE_SECONDS_PER_RULE]

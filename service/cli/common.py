@@ -50,9 +50,10 @@ def rules_dir(value: Path | None) -> Path:
 
 
 def load_or_exit(directory: Path | None) -> Ruleset:
-    """The pack at ``directory`` (see rules_dir), compiled; its problems printed and exit 78 if broken."""
+    """The pack at ``directory`` (see rules_dir), compiled; its problems printed and exit 78 if broken.
+    The service's rules cache is used when its state directory has one (a command never makes it)."""
     try:
-        return load_ruleset(rules_dir(directory), settings().engine_backend)
+        return load_ruleset(rules_dir(directory), settings().engine_backend, settings().pack_cache(create=False))
     except RulePackError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)

@@ -177,7 +177,13 @@ def _mtime(path: Path) -> float:
 
 
 def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
-    """A pack ready to compile: structure and lint both clean (warnings allowed)."""
+    """A pack ready to compile: structure and lint both clean (warnings allowed). The same
+    through the rules cache: service.policy.packcache.PackCache.load."""
+    return load_pack_checked(root, shown_as)[0]
+
+
+def load_pack_checked(root: Path | str, shown_as: Path | None = None) -> tuple[RulePack, list[Problem]]:
+    """``load_pack`` from the files, with lint's problems below error level (warnings, notes)."""
     from service.policy.lint import lint  # lint imports the loader's helpers
 
     pack, problems = read_pack(root, shown_as)
@@ -185,7 +191,7 @@ def load_pack(root: Path | str, shown_as: Path | None = None) -> RulePack:
         problems = problems + lint(pack)
     if pack is None or any(p.level == "error" for p in problems):
         raise RulePackError(problems)
-    return pack
+    return pack, problems
 
 
 def _read_meta(path: Path, col: _Collector) -> tuple[dict | None, yamlsrc.Positions]:
