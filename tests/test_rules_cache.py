@@ -164,7 +164,7 @@ def test_a_tampered_entry_is_ignored_logged_and_replaced(cache, tmp_path, monkey
     entry = _entry(cache, root)
     data = entry.read_bytes()
     # a rule's threshold changed inside the authenticated body, the MAC left as it was
-    forged = data.replace(b'"gt":90', b'"gt":95', 1)
+    forged = data.replace(b'"gt":140', b'"gt":145', 1)
     assert forged != data
     entry.write_bytes(forged)
     reads = _cold_reads(monkeypatch)
