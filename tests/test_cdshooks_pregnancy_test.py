@@ -168,6 +168,14 @@ def test_an_old_equivocal_or_unreadable_result_assumes_nothing(cds, test, why):
     assert why in card["detail"]
 
 
+def test_an_interpretation_flag_in_a_local_system_is_not_read(cds):
+    test = hcg("hcg-1", "2118-8", _days(2))
+    test["interpretation"] = [{"coding": [{"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.2", "code": "A"}]}]
+    card = _card(cds, _prefetch(test))
+    assert card["extension"][EXTENSION_KEY]["decision"] == "incomplete"
+    assert "could not be read" in card["detail"]
+
+
 def test_a_negative_newer_than_a_positive_is_the_answer(cds):
     """The newest result wins: a negative after a positive (the pregnancy has ended) is today's
     answer, stated as an assumption."""
@@ -209,5 +217,24 @@ def test_a_stated_not_pregnant_status_is_not_an_assumption_beside_a_negative_tes
 
 def test_a_test_that_is_not_final_or_entered_in_error_is_not_read(cds):
     card = _card(cds, _prefetch(hcg("hcg-1", "2106-3", _days(1), positive=True, status="entered-in-error")))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
+
+
+@pytest.mark.parametrize("broken", [
+    {"interpretation": "POS"},
+    {"interpretation": [{"coding": [{"system": {"not": "a string"}, "code": "POS"}]}]},
+    {"valueQuantity": [1, 2]},
+    {"valueQuantity": {"value": "lots", "code": {"x": 1}, "comparator": 5}},
+    {"valueCodeableConcept": "positive"},
+    {"valueString": 12},
+    {"code": "2106-3"},
+], ids=["interpretation-string", "system-object", "quantity-list", "quantity-junk", "concept-string",
+        "string-number", "code-string"])
+def test_a_malformed_test_is_read_as_nothing_never_a_500(cds, broken):
+    test = {**hcg("hcg-1", "2106-3", _days(2)), **broken}
+    prefetch = _prefetch()
+    prefetch[pregnancy_test_key("2106-3")] = searchset(test)
+    card = _card(cds, prefetch)
     decision = card["extension"][EXTENSION_KEY]
     assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]

@@ -43,6 +43,10 @@ _ACTIVE = {"active", "recurrence", "relapse"}
 _PAST = {"inactive", "remission", "resolved"}
 _NOT_TRUE = {"refuted", "entered-in-error"}
 _OBS_OK = {"final", "amended", "corrected", "preliminary"}
+# Observation.interpretation codes are read in HL7's code systems (v3, and v2 table 0078 whose
+# flags are the same), or with no system given.
+_INTERPRETATION_SYSTEMS = {None, "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                           "http://hl7.org/fhir/v2/0078", "http://terminology.hl7.org/CodeSystem/v2-0078"}
 _MS_OK = {"active", "intended", "on-hold", "unknown"}
 _MR_OK = {"active", "on-hold", "draft"}
 # Condition code systems whose silence we can read: a concept coded only in other systems (a
@@ -810,6 +814,8 @@ def _hcg_result(obs: Any, spec: dict) -> tuple[bool | None, str]:
                           "positive)")
     for item in many(obs.interpretation):
         for c in codings(item):
+            if not (c.system is None or (isinstance(c.system, str) and c.system in _INTERPRETATION_SYSTEMS)):
+                continue   # a local flag "A" need not mean abnormal
             code = str(c.code or "").strip()
             for flag, side in ((True, positive), (False, negative)):
                 if code in {str(x) for x in side.get("interpretation") or []}:
