@@ -17,6 +17,8 @@ from flask import Flask, jsonify, request
 from jwt.algorithms import ECAlgorithm
 from werkzeug.serving import make_server
 
+from service.cdshooks.discovery import PREGNANCY_TEST_KEYS
+
 ISSUER = "https://ehr.example.org/"
 KID = "ehr-key-1"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -280,6 +282,8 @@ def situation(name: str) -> tuple[dict, dict]:
         "pregnancyStatus": searchset(pregnancy_status(False, taken)),
         "breastfeedingStatus": searchset(),
         "intakeQuestionnaire": searchset(questionnaire_response(qr_answers, taken)),
+        # every pregnancy (hCG) test key answered, with no test in the record
+        **{key: searchset() for key in PREGNANCY_TEST_KEYS},
     }
     return prefetch, intake
 

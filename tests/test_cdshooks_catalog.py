@@ -16,6 +16,7 @@ from service.cdshooks.mapping import (
     MAPPING_PATH,
     answerable_paths,
     default_mapping,
+    fhir_reference,
     load_mapping,
     not_from_ehr,
     questionnaire_fields,
@@ -188,12 +189,12 @@ def _paths(raw: dict, prefix: str = "") -> list[str]:
 
 
 def test_the_catalog_references_name_the_sections_that_fill_their_fields():
-    """Each shipped field's `fhir` reference names a section that fills it. One does not yet:
-    the date of the last suicide attempt names `conditions`, and only the questionnaire answers
-    it (a wording fix for the next pack version; CDS requests read it from the questionnaire)."""
-    assert reference_mismatches(default_mapping(), SHIPPED) == [
-        "psychiatric_history.last_suicide_attempt: its fhir reference names 'conditions', which does not fill it "
-        "(answered by: questionnaire)"]
+    """Each shipped field's `fhir` reference names a section that fills it: the date of the last
+    suicide attempt is answered only by the questionnaire (no Condition carries that date as an
+    answer), so its reference names the questionnaire, not `conditions`."""
+    assert reference_mismatches(default_mapping(), SHIPPED) == []
+    assert fhir_reference(SHIPPED, "psychiatric_history.last_suicide_attempt") == {
+        "resource": "QuestionnaireResponse", "mapping": "questionnaire"}
 
 
 def test_a_call_reads_the_served_ruleset_once(cds, monkeypatch):

@@ -53,7 +53,7 @@ def load(path: Path) -> dict:
 def test_the_corpus_has_at_least_30_patients_from_each_ehr_family():
     styles = [json.loads(p.read_text())["style"] for p in CASES]
     assert len(CASES) >= 30
-    assert {s: styles.count(s) for s in set(styles)} == {"epic": 21, "cerner": 21, "synthea": 21}
+    assert {s: styles.count(s) for s in set(styles)} == {"epic": 25, "cerner": 25, "synthea": 25}
 
 
 def _request(case: dict, hook: str) -> dict:
@@ -84,3 +84,22 @@ def test_cds_hooks_decision_equals_the_intake_json_decision(cds, cds_app, path):
     assert {x["rule_id"] for x in got.get("reasons", [])} == {x["rule_id"] for x in direct.get("reasons", [])}
     assert got.get("missing", []) == direct.get("missing", [])
     assert got["physician_review_required"] == direct["physician_review_required"]
+
+
+@pytest.mark.parametrize("path", [p for p in CASES if "pregnancy_test" in p.stem or "after_not_pregnant" in p.stem],
+                         ids=lambda p: p.stem)
+def test_pregnancy_from_a_test_is_evidence_when_positive_and_an_assumption_when_negative(cds, path):
+    """The corpus's pregnancy-test patients: a positive test is the pregnancy rule's evidence; a
+    recent negative is stated as an assumption to confirm; an old negative is asked for."""
+    case = load(path)
+    r = cds.post(SIGN, _request(case, "order-sign"))
+    [card] = r.get_json()["cards"]
+    got = card["extension"][EXTENSION_KEY]
+    test_id = f"{case['style']}-hcg"
+    if "positive" in case["situation"]:
+        row = next(line for line in card["detail"].splitlines() if "`pregnancy`" in line)
+        assert f"Observation/{test_id}" in row
+    elif "stale" in case["situation"]:
+        assert "patient.pregnant" in got["missing"] and "45 days ago" in card["detail"]
+    else:
+        assert "patient.pregnant" in got["assumed"] and f"Observation/{test_id}" in card["detail"]

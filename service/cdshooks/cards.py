@@ -117,11 +117,18 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
                      "the rules that need them could not be decided):")
         for path, question in ask.items():
             lines.append(f"- `{path}`: {_cell(question)}")
-    if assumptions:
+    inferred = [p for p in assumptions or [] if _inferred(p, sources)]
+    silent = [p for p in assumptions or [] if p not in inferred]
+    if silent:
         lines.append("")
         lines.append("**Assumed from the record's silence — confirm with the patient** (no coded record "
                      "says otherwise; these answers were not stated):")
-        lines.extend(_assumption_lines(assumptions))
+        lines.extend(_assumption_lines(silent))
+    if inferred:
+        lines.append("")
+        lines.append("**Inferred from the record — confirm with the patient** (no record states these answers):")
+        for path in inferred:
+            lines.append(f"- `{path}`: " + _cell(sources[path][0].removeprefix(INFERRED)))
     if warnings:
         lines.append("")
         lines.append("**Could not be read from the record:**")
@@ -134,6 +141,15 @@ def detail(decision: Decision, sources: dict[str, list[str]], notes: list[str],
     lines.append(f"Ruleset {rs.get('name', '')} {rs.get('version', '')} (digest {str(rs.get('digest', '')).split(':')[-1][:12]}); "
                  f"decision `{decision.decision_id}`.")
     return "\n".join(lines)
+
+
+# The source of an answer the mapping inferred rather than read (a negative pregnancy test as
+# "not pregnant") starts with this: the card shows such answers apart from silence's.
+INFERRED = "inferred: "
+
+
+def _inferred(path: str, sources: dict[str, list[str]]) -> bool:
+    return any(str(s).startswith(INFERRED) for s in sources.get(path) or [])
 
 
 def _assumption_lines(assumptions: list[str]) -> list[str]:

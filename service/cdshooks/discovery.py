@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.cdshooks.mapping import default_mapping, pregnancy_test_codes
+
 LOINC = "http://loinc.org"
 
 # Each template is also what the service runs itself against `fhirServer` when the client did
@@ -29,9 +31,21 @@ PREFETCH: dict[str, str] = {
     "intakeQuestionnaire": "QuestionnaireResponse?patient={{context.patientId}}&status=completed&_sort=-authored&_count=1",
 }
 
+
+def pregnancy_test_key(code: str) -> str:
+    """The prefetch key of the pregnancy (hCG) test with this LOINC code."""
+    return f"pregnancyTest-{code}"
+
+
+# Pregnancy (hCG) tests: one key per LOINC code of the published Pregnancy Test set the mapping
+# names, as for the vital signs (one code token per query), so that a urine test taken every
+# visit cannot push a serum result out of a shared `_count` window.
+PREGNANCY_TEST_KEYS: tuple[str, ...] = tuple(pregnancy_test_key(c) for c in pregnancy_test_codes(default_mapping()))
+PREFETCH.update({pregnancy_test_key(c): _latest(c) for c in pregnancy_test_codes(default_mapping())})
+
 # Without these the rules cannot be applied: when neither prefetch nor the FHIR server gives
 # them, the answer is 412. Blood pressure as separate systolic / diastolic observations, heart
-# rate, breastfeeding status and the questionnaire are read when present: without them the
+# rate, breastfeeding status, pregnancy tests and the questionnaire are read when present: without them the
 # fields only they answer stay missing and the decision says so.
 REQUIRED_KEYS = ("patient", "bloodPressure", "conditions", "medicationStatements",
                  "medicationRequests", "allergies", "pregnancyStatus")

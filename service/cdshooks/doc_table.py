@@ -31,6 +31,7 @@ def _uses() -> dict[str, list[str]]:
     for m in raw["medication_classes"]:
         add(m, f"medication class `{m['class']}`")
     add({"valuesets": raw["observations"].get("systolic_valuesets") or []}, "`vitals.systolic_bp`")
+    add(raw["observations"].get("pregnancy_test") or {}, "`patient.pregnant` (pregnancy tests)")
     return uses
 
 
@@ -74,6 +75,27 @@ def _sets(values: dict) -> str:
     return ", ".join(f"`{k}` = {str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()) or "—"
 
 
+def _pregnancy_test_rows(obs: dict) -> list[str]:
+    test, status = obs.get("pregnancy_test"), obs["pregnancy_status"]
+    if not test:
+        return []
+    sets = load_valuesets()
+    named = ", ".join(f"*{sets[v].title}* `{v}`" for v in test.get("valuesets") or [])
+
+    def said(side: dict) -> str:
+        parts = [f"SNOMED CT {', '.join(side['snomed'])}" if side.get("snomed") else "",
+                 f"LOINC {', '.join(side['loinc'])}" if side.get("loinc") else "",
+                 f"interpretation {', '.join(side['interpretation'])}" if side.get("interpretation") else "",
+                 f"text {', '.join(repr(t) for t in side['text'])}" if side.get("text") else ""]
+        return "; ".join(p for p in parts if p)
+    return [f"| `patient.pregnant` (pregnancy test) | newest test of the value set {named} (one prefetch key per "
+            f"LOINC code): {said(test['positive'])}, or ≥ {test['positive_from']} IU/L → true, with the test as "
+            f"evidence (for {status['positive_valid_days']} days); {said(test['negative'])}, or < "
+            f"{test['negative_below']} IU/L → false, **stated as an assumption** (for "
+            f"{status['negative_valid_days']} days; older: unknown); equivocal, units other than "
+            f"{', '.join(test['units'])}, codes not listed, or parts that disagree: unknown |"]
+
+
 def render() -> str:
     raw = yaml.safe_load(MAPPING_PATH.read_text())
     out = [BEGIN, "", "**Draft orders screened**", "", "| drug | screened as | codes |", "|---|---|---|"]
@@ -108,6 +130,7 @@ def render() -> str:
             f"| `vitals.systolic_bp`, `vitals.diastolic_bp`, `vitals.measured_at` | latest systolic ({', '.join(obs['systolic'])}) and latest diastolic ({', '.join(obs['diastolic'])}), each a component of a {obs['blood_pressure_panel']} panel or a single observation; the older of the two times |",
             f"| `vitals.heart_rate` | latest {obs['heart_rate']} |",
             f"| `patient.pregnant` | latest {obs['pregnancy_status']['code']}: {', '.join(obs['pregnancy_status']['positive'])} → true (for {obs['pregnancy_status']['positive_valid_days']} days); {', '.join(obs['pregnancy_status']['negative'])} → false (for {obs['pregnancy_status']['negative_valid_days']} days; older: unknown) |",
+            *_pregnancy_test_rows(obs),
             f"| `patient.breastfeeding` | latest {obs['breastfeeding_status']['code']}: valueBoolean, or {', '.join(obs['breastfeeding_status']['positive'])} → true |",
             "", "**Assumed from a fully read problem list's silence** (stated on the card, to confirm): "
             + ", ".join(f"`{f}` = {str(v).lower()}" for f, v in raw["absence"]["assumed"].items()),

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import requests
 
-from service.cdshooks.discovery import PREFETCH, REQUIRED_KEYS
+from service.cdshooks.discovery import PREFETCH, PREGNANCY_TEST_KEYS, REQUIRED_KEYS
 from service.cdshooks.fhirjson import Node, many, rtype
 from service.cdshooks.mapping import FhirRecord
 
@@ -322,7 +322,7 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
 
 
 _OBSERVATION_KEYS = ("bloodPressure", "systolicBP", "diastolicBP", "heartRate", "pregnancyStatus",
-                     "breastfeedingStatus")
+                     "breastfeedingStatus", *PREGNANCY_TEST_KEYS)
 
 
 def build_record(data: dict[str, list[Any]], draft_resources: list[Any], ordered_ids: set[int],

@@ -43,6 +43,10 @@ _ACTIVE = {"active", "recurrence", "relapse"}
 _PAST = {"inactive", "remission", "resolved"}
 _NOT_TRUE = {"refuted", "entered-in-error"}
 _OBS_OK = {"final", "amended", "corrected", "preliminary"}
+# Observation.interpretation codes are read in HL7's code systems (v3, and v2 table 0078 whose
+# flags are the same), or with no system given.
+_INTERPRETATION_SYSTEMS = {None, "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                           "http://hl7.org/fhir/v2/0078", "http://terminology.hl7.org/CodeSystem/v2-0078"}
 _MS_OK = {"active", "intended", "on-hold", "unknown"}
 _MR_OK = {"active", "on-hold", "draft"}
 # Condition code systems whose silence we can read: a concept coded only in other systems (a
@@ -163,6 +167,7 @@ class Mapping:
     observations: dict
     systolic: CodeSet
     diastolic: CodeSet
+    pregnancy_test: CodeSet                                # the hCG test codes (observations.pregnancy_test)
     questionnaire: dict
 
     def codeset(self, spec: dict) -> CodeSet:
@@ -237,6 +242,8 @@ def load_mapping(path: Path | str = MAPPING_PATH) -> Mapping:
         observations=obs,
         systolic=_codeset({"loinc": obs["systolic"], "valuesets": obs.get("systolic_valuesets") or []}),
         diastolic=_codeset({"loinc": obs["diastolic"]}),
+        pregnancy_test=_codeset({"valuesets": (obs.get("pregnancy_test") or {}).get("valuesets") or [],
+                                 "loinc": (obs.get("pregnancy_test") or {}).get("loinc") or []}),
         questionnaire=raw.get("questionnaire") or {},
     )
 
@@ -244,6 +251,14 @@ def load_mapping(path: Path | str = MAPPING_PATH) -> Mapping:
 @lru_cache(maxsize=1)
 def default_mapping() -> Mapping:
     return load_mapping()
+
+
+def pregnancy_test_codes(mapping: Mapping) -> list[str]:
+    """The LOINC codes of the pregnancy (hCG) tests the mapping reads: one prefetch query each."""
+    codes = set(code for system, code in mapping.pregnancy_test.exact if system == term.LOINC)
+    for vs in mapping.pregnancy_test.valuesets:
+        codes.update(vs.codes.get(term.LOINC, ()))
+    return sorted(codes)
 
 
 # --- what the record holds --------------------------------------------------------------------
@@ -445,12 +460,19 @@ def map_to_intake(record: FhirRecord, order: DraftOrder, mapping: Mapping, *, as
 
     _patient(record.patient, col, as_of)
     _observations(record.observations, mapping, col, as_of, warnings)
+    hcg = _pregnancy_test(record.observations, mapping, as_of, warnings)
+    if hcg is not None and hcg[0]:
+        col.put("patient.pregnant", True, hcg[1])
     conditions_state = None
     if record.conditions is not None:
         conditions_state = _conditions(record.conditions, mapping, col, warnings)
     _questionnaire(record.questionnaire_responses, questionnaire_fields(mapping, catalog), mapping, col)
     medications = _medications(record.medications, record.other_draft_orders, mapping, col, record.index)
     allergies_read = _allergies(record.allergies, mapping, col, warnings)
+    # A negative test is an inference, taken only when no record states the answer (a Condition,
+    # a pregnancy status, the questionnaire): the card lists it among the assumptions to confirm.
+    if hcg is not None and not hcg[0] and col.default("patient.pregnant", False, hcg[1]):
+        assumptions.append("patient.pregnant")
 
     if conditions_state is not None:
         substance_use, all_read = conditions_state
@@ -690,6 +712,120 @@ def _observations(observations: list, mapping: Mapping, col: _Collector, as_of: 
             elif value is not None:
                 col.put(path, value, f"{ref(obs)} (LOINC {status['code']}, {taken.date().isoformat()})")
             break  # only the latest status counts, even when it says "unknown" or is stale
+
+
+def _pregnancy_test(observations: list, mapping: Mapping, as_of: dt.datetime,
+                    warnings: list[str]) -> tuple[bool, str] | None:
+    """What the newest pregnancy (hCG) test says today: (True, source) for a positive within
+    ``positive_valid_days``, (False, source) for a negative within ``negative_valid_days`` (the
+    pregnancy status's windows), None otherwise. A result that cannot be read is a warning; one
+    newer than a negative leaves the negative unused, since it is no longer the latest word."""
+    spec = mapping.observations.get("pregnancy_test")
+    if not spec:
+        return None
+    status = mapping.observations["pregnancy_status"]
+    tests = [(o, _when(o)) for o in observations
+             if isinstance(o, Node) and o.status in _OBS_OK and mapping.pregnancy_test.matches(o.code)]
+    unreadable = None
+    for obs, taken in sorted(((o, t) for o, t in tests if t is not None), key=lambda p: p[1], reverse=True):
+        code = next((c.code for c in codings(obs.code) if term.canonical_system(c.system) == term.LOINC), "?")
+        result, reading = _hcg_result(obs, spec)
+        if result is None:
+            warnings.append(f"{ref(obs)} (pregnancy test, LOINC {code}, {taken.date().isoformat()}) {reading}: "
+                            "nothing is assumed from it.")
+            unreadable = unreadable or ref(obs)
+            continue
+        age_days = (as_of - taken).days
+        limit = int(status["positive_valid_days"] if result else status["negative_valid_days"])
+        word = "positive" if result else "negative"
+        if age_days > limit:
+            warnings.append(f"{ref(obs)} ({word} pregnancy test) was taken {age_days} days ago, more than "
+                            f"{limit}: not taken as today's status.")
+            return None
+        if not result and unreadable:
+            warnings.append(f"{ref(obs)} (negative pregnancy test) is not used: a newer test, {unreadable}, "
+                            "could not be read.")
+            return None
+        detail = f"LOINC {code}: {reading}, {taken.date().isoformat()}"
+        if result:
+            return True, f"{ref(obs)} (positive pregnancy test, {detail})"
+        return False, f"inferred: not pregnant from a negative pregnancy test, {ref(obs)} ({detail})"
+    return None
+
+
+def _hcg_result(obs: Any, spec: dict) -> tuple[bool | None, str]:
+    """(True/False, what was read) for a positive or negative hCG result; (None, why) otherwise.
+    Every part of the result that speaks (a coded value, a quantity, an interpretation) must
+    agree."""
+    votes: list[tuple[bool, str]] = []
+    positive, negative = spec.get("positive") or {}, spec.get("negative") or {}
+
+    def coded(concept: Any, what: str) -> bool:
+        """A vote from a coded answer; False when it is coded but in nothing we read."""
+        spoke = False
+        for c in codings(concept):
+            system, code = term.canonical_system(c.system), str(c.code or "").strip()
+            for flag, side in ((True, positive), (False, negative)):
+                key = {term.SNOMED: "snomed", term.LOINC: "loinc"}.get(system or "")
+                if key and code in {str(x) for x in side.get(key) or []}:
+                    votes.append((flag, f"{what} {term.SHORT_NAMES[system]} {code}"))
+                    spoke = True
+        return spoke
+
+    concept = obs.valueCodeableConcept
+    if isinstance(concept, Node) and not coded(concept, "value"):
+        # Only an uncoded answer is read by its words: a code we do not read is not guessed
+        # from its display.
+        label = text(concept.text) if not codings(concept) else None
+        words = (label or "").strip().lower()
+        for flag, side in ((True, positive), (False, negative)):
+            if words and words in {str(w).lower() for w in side.get("text") or []}:
+                votes.append((flag, f"value '{label}'"))
+        if not votes:
+            return None, "could not be read (a result coded in nothing this service reads)"
+    if isinstance(obs.valueString, str):
+        words = obs.valueString.strip().lower()
+        for flag, side in ((True, positive), (False, negative)):
+            if words in {str(w).lower() for w in side.get("text") or []}:
+                votes.append((flag, f"value '{obs.valueString.strip()}'"))
+    quantity = obs.valueQuantity
+    if isinstance(quantity, Node):
+        value = number(quantity.value)
+        unit = next((u.strip() for u in (quantity.code, quantity.unit) if isinstance(u, str) and u.strip()
+                     and u.strip() in (spec.get("units") or {})), None)
+        if value is None:
+            return None, "could not be read (a quantity without a value)"
+        if unit is None:
+            return None, f"could not be read (unit {quantity.code or quantity.unit or 'missing'} is not one read)"
+        iu_per_l = value * float(spec["units"][unit])
+        low, high = float(spec["negative_below"]), float(spec["positive_from"])
+        comparator = quantity.comparator if isinstance(quantity.comparator, str) else ""
+        shown = f"{comparator}{value:g} {unit}"
+        if comparator in ("<", "<=") and iu_per_l <= low:
+            votes.append((False, shown))
+        elif comparator in (">", ">=") and iu_per_l >= high:
+            votes.append((True, shown))
+        elif not comparator and iu_per_l < low:
+            votes.append((False, shown))
+        elif not comparator and iu_per_l >= high:
+            votes.append((True, shown))
+        else:
+            return None, (f"is equivocal ({shown}: between {low:g} and {high:g} IU/L, neither negative nor "
+                          "positive)")
+    for item in many(obs.interpretation):
+        for c in codings(item):
+            if not (c.system is None or (isinstance(c.system, str) and c.system in _INTERPRETATION_SYSTEMS)):
+                continue   # a local flag "A" need not mean abnormal
+            code = str(c.code or "").strip()
+            for flag, side in ((True, positive), (False, negative)):
+                if code in {str(x) for x in side.get("interpretation") or []}:
+                    votes.append((flag, f"interpretation {code}"))
+    flags = {flag for flag, _ in votes}
+    if not flags:
+        return None, "could not be read (no positive or negative result)"
+    if len(flags) > 1:
+        return None, f"could not be read (its parts disagree: {', '.join(what for _, what in votes)})"
+    return flags.pop(), ", ".join(what for _, what in votes)
 
 
 def _observed_flag(obs: Any, status: dict) -> bool | None:

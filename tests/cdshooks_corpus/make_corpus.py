@@ -9,6 +9,11 @@ facts. Times are relative placeholders resolved when a test loads a file: "@ago:
 4 days before now), "@day:-200" (the date 200 days before today), "@birth:42" (a birth date for
 that age).
 
+Pregnancy tests (hCG, the published Pregnancy Test set) answer pregnancy for four situations,
+one prefetch key per LOINC code as the discovery document asks; the intake twin states the
+answer the test gives (a recent negative: not pregnant; a positive: pregnant; an old
+negative: nothing).
+
 What the problem list's silence is taken to prove on the CDS Hooks side (fhir_mapping.yaml
 `absence`) is stated outright on the intake side (INTAKE_FIELDS); what silence never proves
 (suicidal ideation, a prior suicide attempt, breastfeeding, the setting and the arrangements
@@ -135,6 +140,13 @@ SITUATIONS = {
     "alcohol_in_sustained_remission": {"conditions": [("alcohol_dependence_remission", "remission")]},
     "recent_suicide_attempt": {"conditions": [("suicide_attempt", "active")], "last_suicide_attempt": 45},
     "ketamine_allergy": {"allergies": ["ketamine"]},
+    # pregnancy answered by an hCG test (the published Pregnancy Test set), no pregnancy status
+    "negative_pregnancy_test": {"pregnancy_status": None, "pregnancy_test": (False, 3, "qualitative")},
+    "positive_pregnancy_test": {"pregnancy_status": None, "pregnancy_test": (True, 2, "qualitative")},
+    "stale_negative_pregnancy_test": {"pregnancy_status": None, "pregnancy_test": (False, 45, "qualitative")},
+    # a positive quantitative test newer than a "not pregnant" status wins
+    "positive_test_after_not_pregnant_status": {"pregnancy_status": (False, 6),
+                                                "pregnancy_test": (True, 1, "quantitative")},
 }
 
 
@@ -214,6 +226,49 @@ def _vitals(style: str, facts: dict) -> dict[str, dict]:
             "heartRate": _searchset(*hr)}
 
 
+# hCG tests as each house sends them: Epic a urine test with a result string, an abnormal flag
+# and its own component code beside LOINC; Cerner a serum test coded in SNOMED CT with text;
+# Synthea-like a urine beta-hCG coded in SNOMED CT, no text. Quantitative: IU per volume, Epic
+# with the unit as text only. (style, kind) -> LOINC code, display
+HCG_CODES = {
+    ("epic", "qualitative"): ("2106-3", "Choriogonadotropin (pregnancy test) [Presence] in Urine"),
+    ("cerner", "qualitative"): ("2118-8", "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma"),
+    ("synthea", "qualitative"): ("2112-1", "Choriogonadotropin.beta subunit (pregnancy test) [Presence] in Urine"),
+    ("epic", "quantitative"): ("19080-1", "Choriogonadotropin [Units/volume] in Serum or Plasma"),
+    ("cerner", "quantitative"): ("83086-9", "Choriogonadotropin [Units/volume] in Serum or Plasma by Immunoassay"),
+    ("synthea", "quantitative"): ("21198-7", "Choriogonadotropin.beta subunit [Units/volume] in Serum or Plasma"),
+}
+
+
+def _pregnancy_test(style: str, positive: bool, days: int, kind: str) -> tuple[str, dict]:
+    """(prefetch key, the test): one key per LOINC code, as the discovery document asks."""
+    code, display = HCG_CODES[(style, kind)]
+    obs = _obs(f"{style}-hcg", code, display, f"@ago:{days}d")
+    obs["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                    "code": "laboratory"}]}]
+    if style == "epic":
+        obs["code"]["coding"].insert(0, {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.2.768282", "code": "1557",
+                                         "display": "HCG, URINE" if kind == "qualitative" else "HCG, QUANT"})
+    if kind == "quantitative":
+        value = {"epic": 1850, "cerner": 2400, "synthea": 960}[style] if positive else 2
+        obs["valueQuantity"] = ({"value": value, "unit": "mIU/mL"} if style == "epic" else
+                                {"value": value, "unit": "mIU/mL", "system": "http://unitsofmeasure.org",
+                                 "code": "m[IU]/mL"} if style == "cerner" else
+                                {"value": value, "unit": "IU/L", "system": "http://unitsofmeasure.org", "code": "[IU]/L"})
+    elif style == "epic":
+        obs["valueString"] = "Positive" if positive else "Negative"
+    else:
+        sct, word = ("10828004", "Positive") if positive else ("260385009", "Negative")
+        obs["valueCodeableConcept"] = {"coding": [{"system": SCT, "code": sct, "display": word}]}
+        if style == "cerner":
+            obs["valueCodeableConcept"]["text"] = word
+    if positive and style in ("epic", "cerner"):
+        flag = "A" if style == "epic" else "H" if kind == "quantitative" else "POS"
+        obs["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                                              "code": flag}]}]
+    return f"pregnancyTest-{code}", obs
+
+
 def _medications(style: str, meds: list[str]) -> dict[str, dict]:
     if style == "epic":
         medications = [{"resourceType": "Medication", "id": f"epic-med-{m}",
@@ -281,7 +336,7 @@ def _questionnaire(style: str, facts: dict) -> dict | None:
 def build(name: str, style: str, situation: dict) -> dict:
     facts = {"age": 42, "sex": "female", "bp": (124, 78, 4), "pregnancy_status": (False, 5), "conditions": [],
              "meds": ["sertraline"], "drug": "ketamine", "rems": False, "questionnaire": True, "allergies": [],
-             "last_suicide_attempt": None, **copy.deepcopy(situation)}
+             "last_suicide_attempt": None, "pregnancy_test": None, **copy.deepcopy(situation)}
     conditions = [("mdd_recurrent", "active")] + facts["conditions"]
     patient = {"resourceType": "Patient", "id": PID, "gender": facts["sex"], "birthDate": f"@birth:{facts['age']}"}
     if style != "synthea":
@@ -300,6 +355,9 @@ def build(name: str, style: str, situation: dict) -> dict:
                                               "display": "Pregnant" if pregnant else "Not pregnant"}]}))
     else:
         prefetch["pregnancyStatus"] = _searchset()
+    if facts["pregnancy_test"] is not None:
+        key, test = _pregnancy_test(style, *facts["pregnancy_test"])
+        prefetch[key] = _searchset(test)
     qr = _questionnaire(style, facts)
     prefetch["intakeQuestionnaire"] = _searchset(qr) if qr else _searchset()
     order, extra = _order(style, facts)
@@ -332,6 +390,14 @@ def build(name: str, style: str, situation: dict) -> dict:
                                   "esketamine": "esketamine" in facts["allergies"]}}
     if facts["pregnancy_status"] is not None and facts["pregnancy_status"][1] <= 30:
         intake["patient"]["pregnant"] = facts["pregnancy_status"][0]
+    if facts["pregnancy_test"] is not None:
+        # a positive test (for 280 days) makes her pregnant, whatever the status said; a
+        # negative within 30 days says she is not; an older negative says nothing
+        positive, days, _ = facts["pregnancy_test"]
+        if positive and days <= 280:
+            intake["patient"]["pregnant"] = True
+        elif not positive and days <= 30 and "pregnant" not in intake["patient"]:
+            intake["patient"]["pregnant"] = False
     if facts["questionnaire"]:
         flat["psychiatric_history.suicidal_ideation"] = "none"
         flat["psychiatric_history.prior_suicide_attempt"] = facts["last_suicide_attempt"] is not None

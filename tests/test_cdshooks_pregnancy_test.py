@@ -1,0 +1,240 @@
+"""Pregnancy tests (hCG, urine or serum, qualitative or quantitative) read through the published
+Pregnancy Test value set: a positive makes pregnancy known with the test as evidence; a recent
+negative is a stated assumption ("not pregnant") for the clinician to confirm; an old,
+equivocal or unreadable result assumes nothing. The newest result decides."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from service.cdshooks import terminology as term
+from service.cdshooks.cards import EXTENSION_KEY
+from service.cdshooks.discovery import PREFETCH, pregnancy_test_key
+from service.cdshooks.mapping import default_mapping, pregnancy_test_codes
+from tests.cdshooks_spec_model import validate_response
+from tests.cdshooks_support import (
+    LOINC,
+    PATIENT_ID,
+    SCT,
+    hook_request,
+    iso,
+    ketamine_order,
+    now,
+    pregnancy_status,
+    searchset,
+    situation,
+)
+
+SIGN = "/cds-services/ketamine-screening-sign"
+PREGNANCY_TEST = "2.16.840.1.113883.3.464.1003.111.12.1011"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+UCUM = "http://unitsofmeasure.org"
+
+
+def hcg(oid: str, code: str, when: dt.datetime, *, positive: bool | None = None, quantity: float | None = None,
+        unit: str = "m[IU]/mL", interpretation: str | None = None, concept: tuple[str, str, str] | None = None,
+        status: str = "final") -> dict:
+    """An hCG Observation as labs send it: a SNOMED CT positive/negative, or a quantity, and/or an
+    interpretation."""
+    out = {"resourceType": "Observation", "id": oid, "status": status,
+           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                     "code": "laboratory"}]}],
+           "code": {"coding": [{"system": LOINC, "code": code}]},
+           "subject": {"reference": f"Patient/{PATIENT_ID}"}, "effectiveDateTime": iso(when)}
+    if positive is not None:
+        concept = (SCT, "10828004", "Positive") if positive else (SCT, "260385009", "Negative")
+    if concept is not None:
+        out["valueCodeableConcept"] = {"coding": [{"system": concept[0], "code": concept[1], "display": concept[2]}]}
+    if quantity is not None:
+        out["valueQuantity"] = {"value": quantity, "unit": unit, "system": UCUM, "code": unit}
+    if interpretation is not None:
+        out["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": interpretation}]}]
+    return out
+
+
+def _prefetch(*tests: dict, status: dict | None = None) -> dict:
+    """The clean situation (a woman of 42) with no pregnancy status unless given, and these tests,
+    each under the prefetch key of its own LOINC code."""
+    prefetch, _ = situation("clean")
+    prefetch["pregnancyStatus"] = searchset(status) if status else searchset()
+    for t in tests:
+        key = pregnancy_test_key(t["code"]["coding"][0]["code"])
+        prefetch.setdefault(key, searchset())["entry"].append({"resource": t})
+        prefetch[key]["total"] = len(prefetch[key]["entry"])
+    return prefetch
+
+
+def _card(cds, prefetch) -> dict:
+    r = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], prefetch))
+    assert r.status_code == 200, r.get_json()
+    validate_response(r.get_json())
+    [card] = r.get_json()["cards"]
+    return card
+
+
+def _days(n: int) -> dt.datetime:
+    return now() - dt.timedelta(days=n)
+
+
+# --- the value set and the prefetch ---------------------------------------------------------------
+
+def test_the_published_pregnancy_test_set_is_stored_with_its_provenance():
+    vs = term.load_valuesets()[PREGNANCY_TEST]
+    assert vs.title == "Pregnancy Test" and vs.url.endswith(PREGNANCY_TEST)
+    assert vs.source["commit"] == "9ebd48ffebf2ed2489f3904cc8393ebf8979bfc9"
+    # urine and serum, qualitative and quantitative
+    assert {"2106-3", "2118-8", "19080-1", "80384-1"} <= vs.codes[term.LOINC]
+
+
+def test_one_prefetch_query_per_pregnancy_test_code_as_for_the_vital_signs():
+    codes = pregnancy_test_codes(default_mapping())
+    assert set(codes) == set(term.load_valuesets()[PREGNANCY_TEST].codes[term.LOINC])
+    for code in codes:
+        template = PREFETCH[pregnancy_test_key(code)]
+        assert template == (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{code}"
+                            "&_sort=-date&_count=3")
+        assert "," not in template and len(re.findall(r"code=", template)) == 1
+
+
+def test_discovery_asks_for_the_pregnancy_tests(cds):
+    services = cds.get("/cds-services").get_json()["services"]
+    for service in services:
+        assert pregnancy_test_key("2106-3") in service["prefetch"]
+        assert pregnancy_test_key("19080-1") in service["prefetch"]
+
+
+# --- what a result says -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("test", [
+    hcg("hcg-1", "2106-3", _days(3), positive=True),                                   # urine, qualitative
+    hcg("hcg-1", "2118-8", _days(3), interpretation="POS"),                             # serum, interpretation only
+    hcg("hcg-1", "80384-1", _days(3), interpretation="A"),
+    hcg("hcg-1", "2112-1", _days(3), interpretation="H"),
+    hcg("hcg-1", "19080-1", _days(3), quantity=1450.0),                                 # serum, quantitative
+    hcg("hcg-1", "21198-7", _days(3), quantity=3.2, unit="[IU]/mL"),                    # 3,200 IU/L
+], ids=["urine-snomed", "serum-POS", "rapid-A", "beta-H", "quantitative", "IU-per-mL"])
+def test_a_positive_test_makes_pregnancy_known_with_the_test_as_evidence(cds, test):
+    card = _card(cds, _prefetch(test))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "ineligible", decision
+    assert "pregnancy" in {r["rule_id"] for r in decision["reasons"]}
+    row = next(line for line in card["detail"].splitlines() if "`pregnancy`" in line)
+    assert "Observation/hcg-1" in row and "pregnancy test" in row
+    assert "patient.pregnant" not in decision.get("assumed", [])
+
+
+@pytest.mark.parametrize("test", [
+    hcg("hcg-1", "2106-3", _days(5), positive=False),
+    hcg("hcg-1", "2110-5", _days(5), interpretation="NEG"),
+    hcg("hcg-1", "19080-1", _days(5), quantity=2.0),
+    hcg("hcg-1", "83086-9", _days(5), quantity=1.0, unit="[IU]/L"),
+    {**hcg("hcg-1", "19080-1", _days(5), quantity=2.0), "valueQuantity": {"value": 2, "comparator": "<",
+                                                                         "unit": "mIU/mL"}},
+    {**hcg("hcg-1", "2106-3", _days(5)), "valueString": "Negative"},                  # as Epic sends it
+    {**hcg("hcg-1", "2106-3", _days(5)), "valueCodeableConcept": {"text": "negative"}},
+], ids=["urine-snomed", "serum-NEG", "quantitative", "IU-per-L", "below-a-limit", "string", "text-only"])
+def test_a_recent_negative_test_is_a_stated_assumption_of_not_pregnant(cds, test):
+    card = _card(cds, _prefetch(test))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "eligible", decision
+    assert "patient.pregnant" in decision["assumed"]
+    assert card["indicator"] == "warning" and "assumed from the record" in card["summary"]
+    assert "Observation/hcg-1" in card["detail"] and "negative pregnancy test" in card["detail"]
+
+
+def test_the_negative_window_is_the_not_pregnant_status_window():
+    """One definition: a negative test holds as long as a "not pregnant" status does."""
+    spec = default_mapping().observations
+    assert "negative_valid_days" not in spec["pregnancy_test"]
+    assert spec["pregnancy_status"]["negative_valid_days"] == 30
+
+
+@pytest.mark.parametrize("test, why", [
+    (hcg("hcg-1", "2106-3", _days(40), positive=False), "40 days ago"),                 # older than the window
+    (hcg("hcg-1", "19080-1", _days(2), quantity=12.0), "equivocal"),                    # between the cut-offs
+    (hcg("hcg-1", "2119-6", _days(2), quantity=0.5, unit="pmol/L"), "pmol/L"),           # a unit not read
+    (hcg("hcg-1", "2106-3", _days(2), concept=(SCT, "82334004", "Indeterminate")), "could not be read"),
+    (hcg("hcg-1", "2106-3", _days(2), concept=("urn:oid:1.2.3.4", "NEG", "neg")), "could not be read"),
+    (hcg("hcg-1", "2106-3", _days(2), positive=False, interpretation="POS"), "disagree"),
+], ids=["stale", "equivocal", "unit", "indeterminate", "local-code", "conflicting"])
+def test_an_old_equivocal_or_unreadable_result_assumes_nothing(cds, test, why):
+    card = _card(cds, _prefetch(test))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete", decision
+    assert "patient.pregnant" in decision["missing"]
+    assert "patient.pregnant" not in decision.get("assumed", [])
+    assert why in card["detail"]
+
+
+def test_an_interpretation_flag_in_a_local_system_is_not_read(cds):
+    test = hcg("hcg-1", "2118-8", _days(2))
+    test["interpretation"] = [{"coding": [{"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.2", "code": "A"}]}]
+    card = _card(cds, _prefetch(test))
+    assert card["extension"][EXTENSION_KEY]["decision"] == "incomplete"
+    assert "could not be read" in card["detail"]
+
+
+def test_a_negative_newer_than_a_positive_is_the_answer(cds):
+    """The newest result wins: a negative after a positive (the pregnancy has ended) is today's
+    answer, stated as an assumption."""
+    card = _card(cds, _prefetch(hcg("hcg-old", "2106-3", _days(20), positive=True),
+                                hcg("hcg-new", "2106-3", _days(2), positive=False)))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "eligible" and "patient.pregnant" in decision["assumed"]
+    assert "Observation/hcg-new" in card["detail"]
+
+
+def test_a_positive_newer_than_a_negative_wins(cds):
+    card = _card(cds, _prefetch(hcg("hcg-old", "2106-3", _days(10), positive=False),
+                                hcg("hcg-new", "19080-1", _days(1), quantity=300.0)))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "ineligible"
+    row = next(line for line in card["detail"].splitlines() if "`pregnancy`" in line)
+    assert "Observation/hcg-new" in row
+
+
+def test_a_newer_unreadable_result_leaves_an_older_negative_unused(cds):
+    card = _card(cds, _prefetch(hcg("hcg-old", "2106-3", _days(10), positive=False),
+                                hcg("hcg-new", "19080-1", _days(1), quantity=11.0)))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
+
+
+def test_a_positive_test_outweighs_a_not_pregnant_status(cds):
+    card = _card(cds, _prefetch(hcg("hcg-1", "2106-3", _days(1), positive=True),
+                                status=pregnancy_status(False, _days(8))))
+    assert card["extension"][EXTENSION_KEY]["decision"] == "ineligible"
+
+
+def test_a_stated_not_pregnant_status_is_not_an_assumption_beside_a_negative_test(cds):
+    card = _card(cds, _prefetch(hcg("hcg-1", "2106-3", _days(3), positive=False),
+                                status=pregnancy_status(False, _days(4))))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "eligible" and "patient.pregnant" not in decision.get("assumed", [])
+
+
+def test_a_test_that_is_not_final_or_entered_in_error_is_not_read(cds):
+    card = _card(cds, _prefetch(hcg("hcg-1", "2106-3", _days(1), positive=True, status="entered-in-error")))
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
+
+
+@pytest.mark.parametrize("broken", [
+    {"interpretation": "POS"},
+    {"interpretation": [{"coding": [{"system": {"not": "a string"}, "code": "POS"}]}]},
+    {"valueQuantity": [1, 2]},
+    {"valueQuantity": {"value": "lots", "code": {"x": 1}, "comparator": 5}},
+    {"valueCodeableConcept": "positive"},
+    {"valueString": 12},
+    {"code": "2106-3"},
+], ids=["interpretation-string", "system-object", "quantity-list", "quantity-junk", "concept-string",
+        "string-number", "code-string"])
+def test_a_malformed_test_is_read_as_nothing_never_a_500(cds, broken):
+    test = {**hcg("hcg-1", "2106-3", _days(2)), **broken}
+    prefetch = _prefetch()
+    prefetch[pregnancy_test_key("2106-3")] = searchset(test)
+    card = _card(cds, prefetch)
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
