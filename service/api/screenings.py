@@ -22,7 +22,7 @@ class ScreeningQuerySchema(Schema):
 
 @blp.route("/screenings", methods=["POST"])
 @require_scope("screen")
-@blp.arguments(ScreeningQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(ScreeningQuerySchema(), location="query", as_kwargs=True)
 @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": IntakeSchema}}})
 @blp.response(200, DecisionSchema, description="The decision, with every reason that applies.")
 @blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON.")
