@@ -288,3 +288,37 @@ def test_the_writers_held_lock_excludes_a_forked_child(tmp_path):
     process.join(10)
     assert process.exitcode == 0
     lock.close()
+
+
+def test_every_commit_is_reported_with_its_size_and_a_failing_observer_fails_no_write():
+    log = SlowLog(0.02)
+    committer = GroupCommitter(log)
+    sizes = []
+    committer.on_commit = sizes.append
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(committer.submit, range(32)))
+    assert sum(sizes) == 32 and sizes == [len(b) for b in log.batches]
+
+    def broken(rows):
+        raise RuntimeError("metrics down")
+
+    committer.on_commit = broken
+    committer.submit("still written")
+    assert "still written" in log.committed
+
+
+def test_the_app_counts_decisions_per_commit_in_a_metric(db_app):
+    """screening_decision_log_commit_rows: _sum is the decisions written, _count the commits."""
+    from prometheus_client import REGISTRY
+
+    from tests.conftest import bearer, example
+
+    def sample(suffix):
+        return REGISTRY.get_sample_value(f"screening_decision_log_commit_rows_{suffix}") or 0.0
+
+    before = sample("sum"), sample("count")
+    client = db_app.test_client()
+    headers = bearer(db_app, ["screen"])
+    for _ in range(3):
+        assert client.post("/v1/screenings", json=example("eligible-iv"), headers=headers).status_code == 200
+    assert (sample("sum") - before[0], sample("count") - before[1]) == (3, 3)  # one at a time: 3 commits of 1
