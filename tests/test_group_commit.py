@@ -214,25 +214,30 @@ def test_the_prepared_insert_writes_what_sqlalchemys_own_insert_writes(db_store:
     assert stamps[0] == stamps[1]
 
 
-def test_a_batch_larger_than_one_statement_is_written_whole_in_one_transaction(db_store: SqlStore, ruleset):
-    """More rows than one statement takes (SQLite's 999 parameters) are split over statements of
-    the same transaction: every row is written, once."""
+def _prepared_rows(store: SqlStore, ruleset, n: int) -> list[tuple]:
+    """``n`` decisions as rows ready for the driver (subjects bulk-0 … bulk-<n-1>)."""
     from service.screening import screen
     from tests.conftest import example, validated
 
     intake = validated(example("eligible-iv"))
-    insert_ = db_store._decision_insert
-    n = insert_.rows_per_statement * 2 + 3
     rows = []
     for i in range(n):
         decision = screen(intake, ruleset)
-        rows.append(insert_.row({
+        rows.append(store._decision_insert.row({
             "decision_id": decision.decision_id, "created_at": decision.evaluated_at, "client": "k", "source": "bulk",
             "subject_id": f"bulk-{i}", "decision": decision.decision,
             "physician_review_required": decision.physician_review_required, "urgent": decision.urgent,
             "ruleset_name": "n", "ruleset_version": "v", "ruleset_digest": "d",
             "body": jsonable(decision.to_dict()), "intake": jsonable(intake)}))
-    assert len(list(insert_.statements(rows))) == 3
+    return rows
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole_in_one_transaction(db_store: SqlStore, ruleset):
+    """More rows than one statement takes (SQLite's 999 parameters) are split over statements of
+    the same transaction: every row is written, once."""
+    n = db_store._decision_insert.rows_per_statement * 2 + 3
+    rows = _prepared_rows(db_store, ruleset, n)
+    assert len(list(db_store._decision_insert.statements(rows))) == 3
     db_store._write_decisions(rows)
     assert db_store.count_decisions() == n
     assert sorted(_raw_rows(db_store, [f"bulk-{i}" for i in range(n)])) == sorted(f"bulk-{i}" for i in range(n))
@@ -241,20 +246,8 @@ def test_a_batch_larger_than_one_statement_is_written_whole_in_one_transaction(d
 def test_a_failing_statement_of_a_split_batch_writes_none_of_it(db_store: SqlStore, ruleset):
     """A batch is one transaction even when it takes several statements: a duplicate id in its
     last statement leaves nothing of the batch in the log."""
-    from service.screening import screen
-    from tests.conftest import example, validated
-
-    intake = validated(example("eligible-iv"))
-    insert_ = db_store._decision_insert
-    rows = []
-    for i in range(insert_.rows_per_statement + 1):
-        decision = screen(intake, ruleset)
-        rows.append(insert_.row({
-            "decision_id": decision.decision_id if i < insert_.rows_per_statement else rows[0][0],
-            "created_at": decision.evaluated_at, "client": "k", "source": "bulk", "subject_id": f"bulk-{i}",
-            "decision": decision.decision, "physician_review_required": decision.physician_review_required,
-            "urgent": decision.urgent, "ruleset_name": "n", "ruleset_version": "v", "ruleset_digest": "d",
-            "body": jsonable(decision.to_dict()), "intake": jsonable(intake)}))
+    rows = _prepared_rows(db_store, ruleset, db_store._decision_insert.rows_per_statement + 1)
+    rows[-1] = (rows[0][0],) + rows[-1][1:]  # the last row repeats the first one's decision id
     with pytest.raises(Exception):
         db_store._write_decisions(rows)
     assert db_store.count_decisions() == 0
