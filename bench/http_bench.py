@@ -132,6 +132,25 @@ def _commit_cost(url: str, samples: int = 100) -> dict | str:
         return f"unknown ({exc})"
 
 
+def _commit_sizes(base: str) -> dict | str:
+    """Decisions per decision-log commit during the run, from the server's own metric
+    (screening_decision_log_commit_rows, summed over the workers): how many requests shared each
+    transaction and its fsync."""
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            for suffix in ("sum", "count"):
+                if line.startswith(f"screening_decision_log_commit_rows_{suffix} "):
+                    values[suffix] = float(line.split()[1])
+        commits, rows = values.get("count", 0.0), values.get("sum", 0.0)
+        return {"commits": int(commits), "decisions": int(rows),
+                "decisions_per_commit": round(rows / commits, 2) if commits else None}
+    except Exception as exc:  # reported, not fatal
+        return f"unknown ({exc})"
+
+
 def _lua(bodies: list[str], token: str | None) -> str:
     quoted = ",\n".join(f"[==[{b}]==]" for b in bodies)
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
@@ -228,6 +247,7 @@ def measure(wrk: str, quick: bool, log_dir: Path | None) -> dict:
             for _ in range(1 if quick else 2):  # alternate, so drift on a shared machine hits both
                 rounds.append({"healthz": _wrk(wrk, base + "/healthz", seconds, connections, None),
                                "screenings": _wrk(wrk, base + "/v1/screenings", seconds, connections, script)})
+            commits = _commit_sizes(base)
             logged = _count_decisions(env["DATABASE_URL"])
             commit = _commit_cost(env["DATABASE_URL"])
         finally:
@@ -251,6 +271,7 @@ def measure(wrk: str, quick: bool, log_dir: Path | None) -> dict:
         "api_key": key_note,
         "decisions_logged": logged,
         "decision_log_write": commit,
+        "group_commit": commits,
         "healthz_rps": health,
         "screenings_rps": screening,
         "ratio": screening / health if health and screening else None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,23 @@ class Decision:
 
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _json_default(value: Any) -> str:
+    """What ``json.dumps`` cannot encode itself, as ``jsonable`` spells it (dates as ISO text)."""
+    if isinstance(value, dt.datetime):
+        return _iso(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def to_json(value: Any, *, compact: bool = False) -> str:
+    """``json.dumps(jsonable(value))`` in one pass of the C encoder: the same text, without
+    first copying the whole structure in Python (that copy was a tenth of a screening request)."""
+    if compact:
+        return json.dumps(value, separators=(",", ":"), default=_json_default)
+    return json.dumps(value, default=_json_default)
 
 
 def jsonable(value: Any) -> Any:

@@ -169,3 +169,149 @@ def test_the_response_is_the_body_the_log_holds(db_app):
     assert response.status_code == 200
     stored = db_app.extensions["store"].get_decision(response.get_json()["decision_id"])
     assert stored.body == response.get_json()
+
+
+def _raw_rows(store: SqlStore, subjects: list[str]) -> dict[str, tuple]:
+    """Each row as the database holds it (JSON columns as their stored text), keyed by subject,
+    without the columns that differ by construction (seq, decision id, time of writing)."""
+    from sqlalchemy import Text, cast
+
+    columns = [cast(c, Text) if c.name in ("body", "intake") else c
+               for c in decisions.c if c.name not in ("seq", "decision_id", "created_at", "subject_id")]
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(decisions.c.subject_id, *columns).where(decisions.c.subject_id.in_(subjects))).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_the_prepared_insert_writes_what_sqlalchemys_own_insert_writes(db_store: SqlStore, ruleset):
+    """service.store.sql.MultiRowInsert sends the driver prepared rows in one statement per batch;
+    a row it writes reads back exactly as one written by ``conn.execute(insert(decisions), row)``."""
+    from sqlalchemy import insert
+
+    from tests.conftest import example, validated
+    from service.screening import screen
+
+    intake = validated(example("review-substance-history"))
+    decision = screen(intake, ruleset)
+    db_store.save_decision(decision, jsonable(intake), client="k", source="http")
+    ours = db_store.get_decision(decision.decision_id)
+    with db_store.engine.begin() as conn:
+        conn.execute(insert(decisions), {
+            "decision_id": "written-by-sqlalchemy", "created_at": ours.created_at, "client": "k", "source": "http",
+            "subject_id": "by-sqlalchemy", "decision": decision.decision,
+            "physician_review_required": decision.physician_review_required, "urgent": decision.urgent,
+            "ruleset_name": decision.ruleset["name"], "ruleset_version": decision.ruleset["version"],
+            "ruleset_digest": decision.ruleset["digest"], "body": jsonable(decision.to_dict()),
+            "intake": jsonable(intake)})
+    theirs = db_store.get_decision("written-by-sqlalchemy")
+    assert (ours.created_at, ours.body, ours.intake, ours.physician_review_required, ours.urgent) == (
+        theirs.created_at, theirs.body, theirs.intake, theirs.physician_review_required, theirs.urgent)
+    raw = _raw_rows(db_store, [decision.subject_id, "by-sqlalchemy"])
+    assert raw[decision.subject_id] == raw["by-sqlalchemy"]
+    with db_store.engine.connect() as conn:  # the stored time, as the database holds it
+        stamps = conn.execute(select(decisions.c.created_at).where(
+            decisions.c.decision_id.in_([decision.decision_id, "written-by-sqlalchemy"]))).scalars().all()
+    assert stamps[0] == stamps[1]
+
+
+def _prepared_rows(store: SqlStore, ruleset, n: int) -> list[tuple]:
+    """``n`` decisions as rows ready for the driver (subjects bulk-0 … bulk-<n-1>)."""
+    from service.screening import screen
+    from tests.conftest import example, validated
+
+    intake = validated(example("eligible-iv"))
+    rows = []
+    for i in range(n):
+        decision = screen(intake, ruleset)
+        rows.append(store._decision_insert.row({
+            "decision_id": decision.decision_id, "created_at": decision.evaluated_at, "client": "k", "source": "bulk",
+            "subject_id": f"bulk-{i}", "decision": decision.decision,
+            "physician_review_required": decision.physician_review_required, "urgent": decision.urgent,
+            "ruleset_name": "n", "ruleset_version": "v", "ruleset_digest": "d",
+            "body": jsonable(decision.to_dict()), "intake": jsonable(intake)}))
+    return rows
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole_in_one_transaction(db_store: SqlStore, ruleset):
+    """More rows than one statement takes (SQLite's 999 parameters) are split over statements of
+    the same transaction: every row is written, once."""
+    n = db_store._decision_insert.rows_per_statement * 2 + 3
+    rows = _prepared_rows(db_store, ruleset, n)
+    assert len(list(db_store._decision_insert.statements(rows))) == 3
+    db_store._write_decisions(rows)
+    assert db_store.count_decisions() == n
+    assert sorted(_raw_rows(db_store, [f"bulk-{i}" for i in range(n)])) == sorted(f"bulk-{i}" for i in range(n))
+
+
+def test_a_failing_statement_of_a_split_batch_writes_none_of_it(db_store: SqlStore, ruleset):
+    """A batch is one transaction even when it takes several statements: a duplicate id in its
+    last statement leaves nothing of the batch in the log."""
+    rows = _prepared_rows(db_store, ruleset, db_store._decision_insert.rows_per_statement + 1)
+    rows[-1] = (rows[0][0],) + rows[-1][1:]  # the last row repeats the first one's decision id
+    with pytest.raises(Exception):
+        db_store._write_decisions(rows)
+    assert db_store.count_decisions() == 0
+
+
+def test_the_writers_held_lock_excludes_a_forked_child(tmp_path):
+    """service.store.migrate.HeldFileLock keeps the lock file open; a child forked from a process
+    that opened it must not share the parent's flock (it reopens the file), or the two
+    processes' decision writers would not take turns."""
+    import multiprocessing
+
+    from sqlalchemy import create_engine
+
+    from service.store.migrate import HeldFileLock
+
+    lock = HeldFileLock(create_engine(f"sqlite:///{tmp_path}/log.sqlite3"), "decision-writer")
+    with lock():
+        pass  # opened in this process
+    context = multiprocessing.get_context("fork")
+    acquired = context.Event()
+
+    def child():
+        with lock():
+            acquired.set()
+
+    with lock():
+        process = context.Process(target=child)
+        process.start()
+        assert not acquired.wait(0.5)  # the parent holds the turn: the child waits
+    assert acquired.wait(10)
+    process.join(10)
+    assert process.exitcode == 0
+    lock.close()
+
+
+def test_every_commit_is_reported_with_its_size_and_a_failing_observer_fails_no_write():
+    log = SlowLog(0.02)
+    committer = GroupCommitter(log)
+    sizes = []
+    committer.on_commit = sizes.append
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(committer.submit, range(32)))
+    assert sum(sizes) == 32 and sizes == [len(b) for b in log.batches]
+
+    def broken(rows):
+        raise RuntimeError("metrics down")
+
+    committer.on_commit = broken
+    committer.submit("still written")
+    assert "still written" in log.committed
+
+
+def test_the_app_counts_decisions_per_commit_in_a_metric(db_app):
+    """screening_decision_log_commit_rows: _sum is the decisions written, _count the commits."""
+    from prometheus_client import REGISTRY
+
+    from tests.conftest import bearer, example
+
+    def sample(suffix):
+        return REGISTRY.get_sample_value(f"screening_decision_log_commit_rows_{suffix}") or 0.0
+
+    before = sample("sum"), sample("count")
+    client = db_app.test_client()
+    headers = bearer(db_app, ["screen"])
+    for _ in range(3):
+        assert client.post("/v1/screenings", json=example("eligible-iv"), headers=headers).status_code == 200
+    assert (sample("sum") - before[0], sample("count") - before[1]) == (3, 3)  # one at a time: 3 commits of 1

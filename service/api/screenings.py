@@ -1,8 +1,6 @@
 """POST /v1/screenings: an intake in, a decision out."""
 from __future__ import annotations
 
-import json
-
 from flask import Response, current_app, g
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
@@ -12,7 +10,7 @@ from schemas.errors import ErrorSchema
 from schemas.intake import IntakeSchema
 from service.api.jsonbody import load_body
 from service.auth import require_scope
-from service.decision import jsonable
+from service.decision import to_json
 from service.screening import screen
 
 blp = Blueprint("screenings", __name__, url_prefix="/v1", description="Screen an intake for ketamine treatment.")
@@ -24,7 +22,7 @@ class ScreeningQuerySchema(Schema):
 
 @blp.route("/screenings", methods=["POST"])
 @require_scope("screen")
-@blp.arguments(ScreeningQuerySchema, location="query", as_kwargs=True)
+@blp.arguments(ScreeningQuerySchema(), location="query", as_kwargs=True)
 @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": IntakeSchema}}})
 @blp.response(200, DecisionSchema, description="The decision, with every reason that applies.")
 @blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON.")
@@ -41,10 +39,9 @@ def create_screening(explain: bool = False):
     decision = screen(intake, ruleset, explain=explain)
     g.decision = decision  # for request logs and metrics, which never see intake values
     # Encoded once: the same text is the response and the log's record of it.
-    body = json.dumps(jsonable(decision.to_dict()), separators=(",", ":"))
+    body = to_json(decision.to_dict(), compact=True)
     # Committed before it is returned: a decision that is not in the log is never handed out
-    # (StoreUnavailable becomes 503 with Retry-After).
-    current_app.extensions["store"].save_decision(decision, jsonable(intake), client=g.api_key.id, source="http",
-                                                  body=body)
+    # (StoreUnavailable becomes 503 with Retry-After). The store encodes the intake itself.
+    current_app.extensions["store"].save_decision(decision, intake, client=g.api_key.id, source="http", body=body)
     # Returned as a ready response: the dataclass is already in the documented shape.
     return Response(body + "\n", mimetype="application/json")

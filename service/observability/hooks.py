@@ -25,6 +25,10 @@ def init_app(app: Flask) -> None:
     served = [holder.current]
     metrics.set_ruleset_served(holder.current.summary)
     _observe_reloads(app)
+    # Decisions per decision-log commit (group commit), for the store that has a group committer.
+    writer = getattr(app.extensions.get("store"), "decision_writer", None)
+    if writer is not None:
+        writer.on_commit = metrics.record_decision_log_commit
 
     def _start() -> None:
         g.request_started = time.perf_counter()

@@ -57,6 +57,13 @@ STORE_FAILURES = Counter(
     "screening_store_failures_total", "Decision-log operations that failed (store unavailable).",
     ["operation"],
 )
+# Group commit (service/store/groupcommit.py): how many decisions shared each commit (and its
+# fsync). _count is the commits, _sum the decisions written.
+DECISION_LOG_COMMIT_ROWS = Histogram(
+    "screening_decision_log_commit_rows",
+    "Decisions written per decision-log commit: the requests in flight share one transaction and one fsync.",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256),
+)
 # 1 for the ruleset a live worker serves. "livemax" across workers: during a rolling reload both
 # digests show 1 until every worker has swapped; dead workers drop out (child_exit hook).
 RULESET_INFO = Gauge(
@@ -75,6 +82,10 @@ _served: tuple[str, str, str] | None = None
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+def record_decision_log_commit(rows: int) -> None:
+    DECISION_LOG_COMMIT_ROWS.observe(rows)
 
 
 def record_decision(decision: str, ruleset_digest: str, rule_ids: Iterable[str]) -> None:

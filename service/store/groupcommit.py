@@ -17,12 +17,14 @@ once: retrying each would only make every caller wait the timeout again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Callable, ContextManager, Generic, Sequence, TypeVar
 
 from service.store.base import StoreUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # A bound on one transaction's size, so one commit never holds the write lock for long.
 MAX_BATCH = 256
@@ -54,6 +56,8 @@ class GroupCommitter(Generic[T]):
         # What was measured (batches, rows): read by the benchmark and the tests.
         self.batches = 0
         self.rows = 0
+        # Told the size of every commit that succeeded (the app counts them in a metric).
+        self.on_commit: Callable[[int], None] | None = None
 
     def submit(self, item: T) -> None:
         """Return once ``item`` is committed; raise what its write raised otherwise."""
@@ -113,11 +117,21 @@ class GroupCommitter(Generic[T]):
                 else:
                     p.error = None
                     self.rows += 1
+                    self._committed(1)
         else:
             for p in batch:
                 p.error = None
             self.batches += 1
             self.rows += len(batch)
+            self._committed(len(batch))
         finally:
             for p in batch:
                 p.done = True
+
+    def _committed(self, rows: int) -> None:
+        # The rows are durable whatever this does: a failing observer never fails a write.
+        if self.on_commit is not None:
+            try:
+                self.on_commit(rows)
+            except Exception:
+                log.exception("group commit: the commit observer failed")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import threading
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -78,3 +80,48 @@ def sqlite_file_lock(engine: Engine, purpose: str = "migrate") -> Iterator[None]
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class HeldFileLock:
+    """``sqlite_file_lock`` for a lock taken many times a second (the decision writer's turn): the
+    lock file stays open in this process instead of being opened and closed on every turn.
+
+    Reopened in a forked child: a descriptor inherited across ``fork`` shares its ``flock`` with
+    the parent's, so the two processes would not exclude each other. One holder at a time within
+    a process (the group committer's leader); other threads of the process wait on ``_local``."""
+
+    def __init__(self, engine: Engine, purpose: str):
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        usable = database and database != ":memory:" and not database.startswith("file:")
+        self.path = Path(database).with_name(Path(database).name + f".{purpose}-lock") if usable else None
+        self._local = threading.Lock()
+        self._handle = None
+        self._pid: int | None = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        if self._pid is not None and self._pid != os.getpid():
+            # A forked child: the parent's thread lock may have been copied held, and its
+            # descriptor shares the parent's flock. Start afresh (the parent's copy is its own).
+            self._local, self._handle, self._pid = threading.Lock(), None, None
+        with self._local:
+            if self._handle is None:
+                self._handle = open(self.path, "a")  # kept open on purpose; close() closes it
+                self._pid = os.getpid()
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._handle, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._pid != os.getpid():  # never opened here, or the parent's copy: not ours to close
+            self._handle, self._pid = None, None
+            return
+        with self._local:
+            if self._handle is not None:
+                self._handle.close()
+            self._handle, self._pid = None, None
