@@ -11,7 +11,7 @@ import pytest
 
 from service.cdshooks import terminology as term
 from service.cdshooks.cards import EXTENSION_KEY
-from service.cdshooks.discovery import PREFETCH, pregnancy_test_key
+from service.cdshooks.discovery import PREFETCH, PREGNANCY_TESTS
 from service.cdshooks.mapping import default_mapping, pregnancy_test_codes
 from tests.cdshooks_spec_model import validate_response
 from tests.cdshooks_support import (
@@ -55,14 +55,11 @@ def hcg(oid: str, code: str, when: dt.datetime, *, positive: bool | None = None,
 
 
 def _prefetch(*tests: dict, status: dict | None = None) -> dict:
-    """The clean situation (a woman of 42) with no pregnancy status unless given, and these tests,
-    each under the prefetch key of its own LOINC code."""
+    """The clean situation (a woman of 42) with no pregnancy status unless given, and these tests
+    under the one pregnancy test key, in the order given (not sorted: the newest is found by date)."""
     prefetch, _ = situation("clean")
     prefetch["pregnancyStatus"] = searchset(status) if status else searchset()
-    for t in tests:
-        key = pregnancy_test_key(t["code"]["coding"][0]["code"])
-        prefetch.setdefault(key, searchset())["entry"].append({"resource": t})
-        prefetch[key]["total"] = len(prefetch[key]["entry"])
+    prefetch[PREGNANCY_TESTS] = searchset(*tests)
     return prefetch
 
 
@@ -88,21 +85,22 @@ def test_the_published_pregnancy_test_set_is_stored_with_its_provenance():
     assert {"2106-3", "2118-8", "19080-1", "80384-1"} <= vs.codes[term.LOINC]
 
 
-def test_one_prefetch_query_per_pregnancy_test_code_as_for_the_vital_signs():
-    codes = pregnancy_test_codes(default_mapping())
-    assert set(codes) == set(term.load_valuesets()[PREGNANCY_TEST].codes[term.LOINC])
-    for code in codes:
-        template = PREFETCH[pregnancy_test_key(code)]
-        assert template == (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{code}"
-                            "&_sort=-date&_count=3")
-        assert "," not in template and len(re.findall(r"code=", template)) == 1
+def test_one_prefetch_query_asks_for_the_whole_pregnancy_test_set():
+    """One template, `code:in` the set's canonical URL, newest first: not one per LOINC code (27
+    templates an EHR administrator had to configure one by one)."""
+    url = term.load_valuesets()[PREGNANCY_TEST].url
+    assert PREFETCH[PREGNANCY_TESTS] == (f"Observation?patient={{{{context.patientId}}}}&code:in={url}"
+                                         "&_sort=-date&_count=10")
+    # the codes of the fallback token list are the set's
+    assert set(pregnancy_test_codes(default_mapping())) == set(term.load_valuesets()[PREGNANCY_TEST].codes[term.LOINC])
 
 
-def test_discovery_asks_for_the_pregnancy_tests(cds):
+def test_discovery_has_exactly_one_pregnancy_test_template(cds):
     services = cds.get("/cds-services").get_json()["services"]
     for service in services:
-        assert pregnancy_test_key("2106-3") in service["prefetch"]
-        assert pregnancy_test_key("19080-1") in service["prefetch"]
+        templates = {k: v for k, v in service["prefetch"].items() if PREGNANCY_TEST in v or "pregnancyTest" in k}
+        assert templates == {PREGNANCY_TESTS: PREFETCH[PREGNANCY_TESTS]}
+        assert not any(re.search(r"\|(2106-3|19080-1)\b", v) for v in service["prefetch"].values())
 
 
 # --- what a result says -----------------------------------------------------------------------------
@@ -233,8 +231,6 @@ def test_a_test_that_is_not_final_or_entered_in_error_is_not_read(cds):
         "string-number", "code-string"])
 def test_a_malformed_test_is_read_as_nothing_never_a_500(cds, broken):
     test = {**hcg("hcg-1", "2106-3", _days(2)), **broken}
-    prefetch = _prefetch()
-    prefetch[pregnancy_test_key("2106-3")] = searchset(test)
-    card = _card(cds, prefetch)
+    card = _card(cds, _prefetch(test))
     decision = card["extension"][EXTENSION_KEY]
     assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
