@@ -9,13 +9,20 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from service.cdshooks import terminology as term
 from service.cdshooks.cards import EXTENSION_KEY
-from service.cdshooks.discovery import PREFETCH, PREGNANCY_TESTS, pregnancy_test_key, pregnancy_tests_by_code_list
+from service.cdshooks.discovery import (
+    PREFETCH,
+    PREGNANCY_TESTS,
+    pregnancy_test_key,
+    pregnancy_test_valueset_url,
+    pregnancy_tests_by_code_list,
+)
 from service.cdshooks.fhir_fetch import DataUnavailable, FetchSettings, FhirClient, ServerRefused, _pregnancy_tests
 from service.cdshooks.fhirjson import Node
-from service.cdshooks.mapping import default_mapping, pregnancy_test_codes
+from service.cdshooks.mapping import MAPPING_PATH, default_mapping, load_mapping, pregnancy_test_codes
 from tests.cdshooks_spec_model import validate_response
 from tests.cdshooks_support import (
     LOINC,
@@ -97,6 +104,19 @@ def test_one_prefetch_query_asks_for_the_whole_pregnancy_test_set():
                                          "&_sort=-date&_count=10")
     # the codes of the fallback token list are the set's
     assert set(pregnancy_test_codes(default_mapping())) == set(term.load_valuesets()[PREGNANCY_TEST].codes[term.LOINC])
+
+
+@pytest.mark.parametrize("edit", [
+    {"loinc": ["2106-3"]},                                                         # a loose code
+    {"valuesets": ["2.16.840.1.113883.3.464.1003.111.12.1011", "2.16.840.1.113883.3.3157.4055"]},
+], ids=["loose-code", "two-sets"])
+def test_a_mapping_one_code_in_search_cannot_ask_for_is_refused(tmp_path, edit):
+    raw = yaml.safe_load(MAPPING_PATH.read_text())
+    raw["observations"]["pregnancy_test"].update(edit)
+    path = tmp_path / "fhir_mapping.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="exactly one published value set"):
+        pregnancy_test_valueset_url(load_mapping(path))
 
 
 def test_discovery_has_exactly_one_pregnancy_test_template(cds):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.cdshooks.mapping import default_mapping, pregnancy_test_codes
+from service.cdshooks.mapping import Mapping, default_mapping, pregnancy_test_codes
 
 LOINC = "http://loinc.org"
 
@@ -39,9 +39,10 @@ def pregnancy_test_key(code: str) -> str:
     return f"pregnancyTest-{code}"
 
 
-def _pregnancy_test_valueset_url() -> str:
-    """The canonical URL of the one published set the mapping reads pregnancy tests through."""
-    spec = default_mapping().pregnancy_test
+def pregnancy_test_valueset_url(mapping: Mapping) -> str:
+    """The canonical URL of the one published set the mapping reads pregnancy tests through.
+    ValueError when the mapping names anything else: one `code:in` search could not ask for it."""
+    spec = mapping.pregnancy_test
     urls = [vs.url for vs in spec.valuesets if vs.url]
     if len(urls) != 1 or len(spec.valuesets) != 1 or spec.exact or spec.prefixes:
         raise ValueError("observations.pregnancy_test must name exactly one published value set (with its "
@@ -59,7 +60,7 @@ def _pregnancy_test_valueset_url() -> str:
 # the same visit, an unreadable newer one before an older positive), still one small Bundle.
 PREGNANCY_TESTS = "pregnancyTests"
 PREGNANCY_TEST_COUNT = 10
-PREGNANCY_TEST_VALUESET_URL = _pregnancy_test_valueset_url()
+PREGNANCY_TEST_VALUESET_URL = pregnancy_test_valueset_url(default_mapping())
 PREGNANCY_TEST_CODES: tuple[str, ...] = tuple(pregnancy_test_codes(default_mapping()))
 PREFETCH[PREGNANCY_TESTS] = (f"Observation?patient={{{{context.patientId}}}}&code:in={PREGNANCY_TEST_VALUESET_URL}"
                              f"&_sort=-date&_count={PREGNANCY_TEST_COUNT}")
