@@ -336,6 +336,17 @@ def test_a_server_ignoring_the_codes_altogether_leaves_pregnancy_missing_not_ass
     assert "answered 3 resource(s) outside the Pregnancy Test value set" in caplog.text   # the call's log
 
 
+@pytest.mark.parametrize("code_in", ["apply", "ignore"])
+def test_a_paging_server_is_asked_for_the_first_page_only(cds, code_in):
+    """Newest first, the first page holds the test that decides: at most two requests however
+    the server pages (here two entries a page, with a next link)."""
+    tests = [hcg(f"hcg-{i}", "2106-3", _days(2 + 40 * i), positive=i == 0) for i in range(5)]
+    record = _prefetch(*tests)
+    card, searches = _fetched(cds, record, _without_tests(record), page_size=2, code_in=code_in)
+    assert len(searches) == (1 if code_in == "apply" else 2) and not any("_page" in s for s in searches)
+    assert card["extension"][EXTENSION_KEY]["decision"] == "ineligible"
+
+
 def test_a_server_with_no_test_leaves_pregnancy_missing(cds):
     record = _prefetch()
     card, searches = _fetched(cds, record, _without_tests(record))

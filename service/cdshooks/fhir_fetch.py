@@ -20,8 +20,9 @@ paginated prefetch of one, or one short of its ``total``, is taken as it is).
 
 Pregnancy tests are one search, ``code:in`` the published Pregnancy Test set. When the service
 runs it itself and the server refuses it (a 4xx: ``:in`` unsupported) or ignores it (it answers
-observations outside the set), it asks once more with the set's LOINC codes as one token list.
-Whatever comes back, only observations of the set are read as pregnancy tests.
+observations outside the set), it asks once more with the set's LOINC codes as one token list;
+each search reads its first page only (at most two requests). Whatever comes back, only
+observations of the set are read as pregnancy tests.
 """
 from __future__ import annotations
 
@@ -183,9 +184,10 @@ class FhirClient:
             # server the EHR meant, and its text is not ours to pass on).
             raise DataUnavailable([path], {path: "FHIR server answered with something that is not valid FHIR"}) from None
 
-    def search_all(self, query: str, key: str) -> list[Any]:
-        """Every resource of a search, following ``next`` links up to ``max_pages`` pages.
-        Raises SearchCutShort when a whole-list search has more pages than that."""
+    def search_all(self, query: str, key: str, max_pages: int | None = None) -> list[Any]:
+        """Every resource of a search, following ``next`` links up to ``max_pages`` pages (the
+        setting unless given). Raises SearchCutShort when a whole-list search has more pages."""
+        max_pages = max_pages or self.settings.max_pages
         parsed = self.get(query, key)
         if parsed is not None and not answers_key(parsed, key):
             raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
@@ -197,7 +199,7 @@ class FhirClient:
             nxt = next_link(parsed)
             if not nxt:
                 break
-            if pages >= self.settings.max_pages:
+            if pages >= max_pages:
                 if latest_first(query):
                     break  # the newest come first: later pages hold only older readings
                 raise SearchCutShort(key, f"has more than {pages} pages; only {pages} were read "
@@ -379,17 +381,19 @@ def _pregnancy_tests(client: FhirClient, by_valueset: str, by_code_list: str | N
     """The pregnancy test search: ``code:in`` the value set, then, when the server refuses that
     (a 4xx other than an authorisation or rate limit answer, which asking again will not change)
     or ignores it (it answers observations outside the set), once more with the set's codes as a
-    token list. At most two searches; what is outside the set is never read as a test."""
+    token list. Each search reads its first page only, the newest `_count` tests (later pages
+    hold older ones), so a call makes at most two requests for pregnancy tests, however the
+    server pages. What is outside the set is never read as a test."""
     try:
-        found = client.search_all(by_valueset, PREGNANCY_TESTS)
+        found = client.search_all(by_valueset, PREGNANCY_TESTS, max_pages=1)
     except ServerRefused as exc:
         if exc.status in (401, 403, 429) or by_code_list is None:
             raise
-        return client.search_all(by_code_list, PREGNANCY_TESTS)
+        return client.search_all(by_code_list, PREGNANCY_TESTS, max_pages=1)
     if by_code_list is None or all(_in_pregnancy_test_set(r) for r in found):
         return found
     try:
-        return client.search_all(by_code_list, PREGNANCY_TESTS)
+        return client.search_all(by_code_list, PREGNANCY_TESTS, max_pages=1)
     except (requests.RequestException, DataUnavailable):
         return found  # the first answer, whose tests (if any) are still read and the rest not
 
