@@ -17,7 +17,8 @@ from flask import Flask, jsonify, request
 from jwt.algorithms import ECAlgorithm
 from werkzeug.serving import make_server
 
-from service.cdshooks.discovery import PREGNANCY_TEST_KEYS
+from service.cdshooks import terminology as term
+from service.cdshooks.discovery import PREGNANCY_TESTS
 
 ISSUER = "https://ehr.example.org/"
 KID = "ehr-key-1"
@@ -282,8 +283,8 @@ def situation(name: str) -> tuple[dict, dict]:
         "pregnancyStatus": searchset(pregnancy_status(False, taken)),
         "breastfeedingStatus": searchset(),
         "intakeQuestionnaire": searchset(questionnaire_response(qr_answers, taken)),
-        # every pregnancy (hCG) test key answered, with no test in the record
-        **{key: searchset() for key in PREGNANCY_TEST_KEYS},
+        # the pregnancy (hCG) test search answered, with no test in the record
+        PREGNANCY_TESTS: searchset(),
     }
     return prefetch, intake
 
@@ -294,9 +295,13 @@ class FhirServer:
     """Answers reads and searches from a prefetch-shaped dict, on 127.0.0.1; records what it was
     asked and with which Authorization header. ``fail`` names resource types to answer 500 for.
     ``page_size``: searches answer that many entries a page, with a ``next`` link to the rest
-    (``_page=N``), as servers page long lists."""
+    (``_page=N``), as servers page long lists. ``code_in``: what it does with ``code:in`` a value
+    set: "apply" it (the sets stored in service/cdshooks/terminology), "refuse" it (400, as a
+    server without the modifier), or "ignore" it (answers as if no code were asked);
+    ``ignore_code`` ignores ``code`` too (both unfiltered: every observation of the patient)."""
 
-    def __init__(self, prefetch: dict, fail: tuple[str, ...] = (), page_size: int | None = None):
+    def __init__(self, prefetch: dict, fail: tuple[str, ...] = (), page_size: int | None = None,
+                 code_in: str = "apply", ignore_code: bool = False):
         self.prefetch = copy.deepcopy(prefetch)
         self.fail = set(fail)
         self.page_size = page_size
@@ -317,7 +322,14 @@ class FhirServer:
             self.requests.append((request.full_path, request.headers.get("Authorization")))
             if rtype in self.fail:
                 return jsonify({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}), 500
-            codes = request.args.get("code", "")
+            codes = "" if ignore_code else request.args.get("code", "")
+            in_set = request.args.get("code:in")
+            if in_set and code_in == "refuse":
+                return jsonify({"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "error", "code": "not-supported", "diagnostics": "code:in is not supported"}]}), 400
+            if in_set and code_in == "apply" and not ignore_code:
+                [vs] = [v for v in term.load_valuesets().values() if v.url == in_set]
+                codes = ",".join(f"{system}|{code}" for system, found_codes in vs.codes.items() for code in found_codes)
             found = []
             for value in self.prefetch.values():
                 if isinstance(value, dict) and value.get("resourceType") == "Bundle":

@@ -15,6 +15,7 @@ from dateutil.relativedelta import relativedelta
 
 from schemas.intake import IntakeSchema
 from service.cdshooks.cards import EXTENSION_KEY, prune_empty
+from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
 from tests.cdshooks_spec_model import validate_response
 
@@ -54,6 +55,14 @@ def test_the_corpus_has_at_least_30_patients_from_each_ehr_family():
     styles = [json.loads(p.read_text())["style"] for p in CASES]
     assert len(CASES) >= 30
     assert {s: styles.count(s) for s in set(styles)} == {"epic": 25, "cerner": 25, "synthea": 25}
+
+
+def test_every_patient_is_prefetched_with_exactly_the_discovery_keys():
+    """Full prefetch as an EHR configured from the discovery document sends it: every key it asks
+    for (the one pregnancy test search included), and no key it no longer asks for."""
+    asked = set(PREFETCH)
+    for path in CASES:
+        assert set(json.loads(path.read_text())["prefetch"]) == asked, path.name
 
 
 def _request(case: dict, hook: str) -> dict:

@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from service.cdshooks import terminology as term
 from service.cdshooks.cards import EXTENSION_KEY
-from service.cdshooks.discovery import PREFETCH, pregnancy_test_key
-from service.cdshooks.mapping import default_mapping, pregnancy_test_codes
+from service.cdshooks.discovery import (
+    PREFETCH,
+    PREGNANCY_TESTS,
+    pregnancy_test_key,
+    pregnancy_test_valueset_url,
+    pregnancy_tests_by_code_list,
+)
+from service.cdshooks.fhir_fetch import DataUnavailable, FetchSettings, FhirClient, ServerRefused, _pregnancy_tests
+from service.cdshooks.fhirjson import Node
+from service.cdshooks.mapping import MAPPING_PATH, default_mapping, load_mapping, pregnancy_test_codes
 from tests.cdshooks_spec_model import validate_response
 from tests.cdshooks_support import (
     LOINC,
+    FhirServer,
     PATIENT_ID,
     SCT,
     hook_request,
@@ -55,14 +66,11 @@ def hcg(oid: str, code: str, when: dt.datetime, *, positive: bool | None = None,
 
 
 def _prefetch(*tests: dict, status: dict | None = None) -> dict:
-    """The clean situation (a woman of 42) with no pregnancy status unless given, and these tests,
-    each under the prefetch key of its own LOINC code."""
+    """The clean situation (a woman of 42) with no pregnancy status unless given, and these tests
+    under the one pregnancy test key, in the order given (not sorted: the newest is found by date)."""
     prefetch, _ = situation("clean")
     prefetch["pregnancyStatus"] = searchset(status) if status else searchset()
-    for t in tests:
-        key = pregnancy_test_key(t["code"]["coding"][0]["code"])
-        prefetch.setdefault(key, searchset())["entry"].append({"resource": t})
-        prefetch[key]["total"] = len(prefetch[key]["entry"])
+    prefetch[PREGNANCY_TESTS] = searchset(*tests)
     return prefetch
 
 
@@ -88,21 +96,35 @@ def test_the_published_pregnancy_test_set_is_stored_with_its_provenance():
     assert {"2106-3", "2118-8", "19080-1", "80384-1"} <= vs.codes[term.LOINC]
 
 
-def test_one_prefetch_query_per_pregnancy_test_code_as_for_the_vital_signs():
-    codes = pregnancy_test_codes(default_mapping())
-    assert set(codes) == set(term.load_valuesets()[PREGNANCY_TEST].codes[term.LOINC])
-    for code in codes:
-        template = PREFETCH[pregnancy_test_key(code)]
-        assert template == (f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|{code}"
-                            "&_sort=-date&_count=3")
-        assert "," not in template and len(re.findall(r"code=", template)) == 1
+def test_one_prefetch_query_asks_for_the_whole_pregnancy_test_set():
+    """One template, `code:in` the set's canonical URL, newest first: not one per LOINC code (27
+    templates an EHR administrator had to configure one by one)."""
+    url = term.load_valuesets()[PREGNANCY_TEST].url
+    assert PREFETCH[PREGNANCY_TESTS] == (f"Observation?patient={{{{context.patientId}}}}&code:in={url}"
+                                         "&_sort=-date&_count=10")
+    # the codes of the fallback token list are the set's
+    assert set(pregnancy_test_codes(default_mapping())) == set(term.load_valuesets()[PREGNANCY_TEST].codes[term.LOINC])
 
 
-def test_discovery_asks_for_the_pregnancy_tests(cds):
+@pytest.mark.parametrize("edit", [
+    {"loinc": ["2106-3"]},                                                         # a loose code
+    {"valuesets": ["2.16.840.1.113883.3.464.1003.111.12.1011", "2.16.840.1.113883.3.3157.4055"]},
+], ids=["loose-code", "two-sets"])
+def test_a_mapping_one_code_in_search_cannot_ask_for_is_refused(tmp_path, edit):
+    raw = yaml.safe_load(MAPPING_PATH.read_text())
+    raw["observations"]["pregnancy_test"].update(edit)
+    path = tmp_path / "fhir_mapping.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="exactly one published value set"):
+        pregnancy_test_valueset_url(load_mapping(path))
+
+
+def test_discovery_has_exactly_one_pregnancy_test_template(cds):
     services = cds.get("/cds-services").get_json()["services"]
     for service in services:
-        assert pregnancy_test_key("2106-3") in service["prefetch"]
-        assert pregnancy_test_key("19080-1") in service["prefetch"]
+        templates = {k: v for k, v in service["prefetch"].items() if PREGNANCY_TEST in v or "pregnancyTest" in k}
+        assert templates == {PREGNANCY_TESTS: PREFETCH[PREGNANCY_TESTS]}
+        assert not any(re.search(r"\|(2106-3|19080-1)\b", v) for v in service["prefetch"].values())
 
 
 # --- what a result says -----------------------------------------------------------------------------
@@ -233,8 +255,151 @@ def test_a_test_that_is_not_final_or_entered_in_error_is_not_read(cds):
         "string-number", "code-string"])
 def test_a_malformed_test_is_read_as_nothing_never_a_500(cds, broken):
     test = {**hcg("hcg-1", "2106-3", _days(2)), **broken}
-    prefetch = _prefetch()
-    prefetch[pregnancy_test_key("2106-3")] = searchset(test)
-    card = _card(cds, prefetch)
+    card = _card(cds, _prefetch(test))
     decision = card["extension"][EXTENSION_KEY]
     assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
+
+
+# --- one query for the whole set, and what a server does with it ----------------------------------
+
+OTHER_OBSERVATION_CODES = ("85354-9", "8480-6", "8462-4", "8867-4", "82810-3", "63895-7")
+
+
+def _pregnancy_searches(server: FhirServer) -> list[dict[str, list[str]]]:
+    """The pregnancy test searches the stand-in was asked, each as its query parameters."""
+    out = []
+    for path, _ in server.requests:
+        url = urlsplit(path)
+        params = parse_qs(url.query)
+        if url.path == "/fhir/Observation" and not any(c in ",".join(params.get("code", [])) for c in OTHER_OBSERVATION_CODES):
+            out.append(params)
+    return out
+
+
+def _fetched(cds, record: dict, sent: dict, **server_args) -> tuple[dict, list[dict[str, list[str]]]]:
+    """The card for ``sent`` as prefetch, with ``record`` behind a trusted FHIR server stand-in."""
+    with FhirServer(record, **server_args) as server:
+        cds.trust_fhir_server(server.base)
+        r = cds.post(SIGN, hook_request("order-sign", [ketamine_order()], sent, fhir_server=server.base))
+    assert r.status_code == 200, r.get_json()
+    validate_response(r.get_json())
+    [card] = r.get_json()["cards"]
+    return card, _pregnancy_searches(server)
+
+
+def _without_tests(prefetch: dict) -> dict:
+    return {k: v for k, v in prefetch.items() if k != PREGNANCY_TESTS}
+
+
+def test_without_prefetch_the_whole_set_is_one_search(cds):
+    """27 GETs (one per LOINC code) before; one now, `code:in` the set, newest first."""
+    record = _prefetch(hcg("hcg-1", "2118-8", _days(2), positive=True))
+    card, searches = _fetched(cds, record, _without_tests(record))
+    assert searches == [{"patient": [PATIENT_ID], "code:in": [term.load_valuesets()[PREGNANCY_TEST].url],
+                         "_sort": ["-date"], "_count": ["10"]}]
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "ineligible" and "pregnancy" in {r["rule_id"] for r in decision["reasons"]}
+
+
+def test_a_server_refusing_code_in_is_asked_once_more_with_the_codes_as_one_token_list(cds):
+    record = _prefetch(hcg("hcg-1", "2106-3", _days(3), positive=False))
+    card, searches = _fetched(cds, record, _without_tests(record), code_in="refuse")
+    assert len(searches) == 2 and "code:in" in searches[0]
+    [codes] = searches[1]["code"]
+    assert sorted(codes.split(",")) == sorted(f"{LOINC}|{c}" for c in pregnancy_test_codes(default_mapping()))
+    assert searches[1]["_sort"] == ["-date"] and searches[1]["_count"] == ["10"]
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "eligible" and "patient.pregnant" in decision["assumed"]
+
+
+def test_a_server_ignoring_code_in_is_asked_once_more_with_the_codes(cds):
+    """A server that drops the modifier answers the patient's other observations: the service
+    sees them (not of the set) and asks by the codes, which this server does apply."""
+    record = _prefetch(hcg("hcg-1", "2106-3", _days(3), positive=True))
+    card, searches = _fetched(cds, record, _without_tests(record), code_in="ignore")
+    assert len(searches) == 2 and "code" in searches[1]
+    assert card["extension"][EXTENSION_KEY]["decision"] == "ineligible"
+
+
+def test_a_server_ignoring_the_codes_altogether_leaves_pregnancy_missing_not_assumed(cds, caplog):
+    """The newest observations of other kinds (a blood pressure, a heart rate, a breastfeeding
+    status) are no pregnancy test: nothing is inferred, the question is asked."""
+    record = _prefetch()
+    record["breastfeedingStatus"] = searchset({
+        "resourceType": "Observation", "id": "bf-1", "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "63895-7"}]}, "effectiveDateTime": iso(_days(1))})
+    card, searches = _fetched(cds, record, _without_tests(record), code_in="ignore", ignore_code=True)
+    assert len(searches) == 2
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
+    assert "patient.pregnant" not in decision.get("assumed", [])
+    assert "answered 3 resource(s) outside the Pregnancy Test value set" in caplog.text   # the call's log
+
+
+@pytest.mark.parametrize("code_in", ["apply", "ignore"])
+def test_a_paging_server_is_asked_for_the_first_page_only(cds, code_in):
+    """Newest first, the first page holds the test that decides: at most two requests however
+    the server pages (here two entries a page, with a next link)."""
+    tests = [hcg(f"hcg-{i}", "2106-3", _days(2 + 40 * i), positive=i == 0) for i in range(5)]
+    record = _prefetch(*tests)
+    card, searches = _fetched(cds, record, _without_tests(record), page_size=2, code_in=code_in)
+    assert len(searches) == (1 if code_in == "apply" else 2) and not any("_page" in s for s in searches)
+    assert card["extension"][EXTENSION_KEY]["decision"] == "ineligible"
+
+
+def test_a_server_with_no_test_leaves_pregnancy_missing(cds):
+    record = _prefetch()
+    card, searches = _fetched(cds, record, _without_tests(record))
+    assert len(searches) == 1
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "incomplete" and "patient.pregnant" in decision["missing"]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 429, 500])
+def test_at_most_two_searches_and_none_again_after_an_authorisation_answer(status):
+    asked: list[str] = []
+
+    class Refusing(FhirClient):
+        def get(self, relative_or_absolute: str, path: str):
+            asked.append(relative_or_absolute)
+            if "code:in" in relative_or_absolute:
+                raise ServerRefused(path, status) if status < 500 else DataUnavailable([path], {path: "500"})
+            return Node(searchset(hcg("hcg-1", "2106-3", _days(3), positive=True)))
+
+    client = Refusing("http://fhir.test", None, FetchSettings())
+    by_valueset = PREFETCH[PREGNANCY_TESTS].replace("{{context.patientId}}", PATIENT_ID)
+    by_codes = pregnancy_tests_by_code_list().replace("{{context.patientId}}", PATIENT_ID)
+    if status == 400:
+        assert [r.id for r in _pregnancy_tests(client, by_valueset, by_codes)] == ["hcg-1"]
+        assert asked == [by_valueset, by_codes]
+    else:   # the same answer would come back (or the server is failing): unread, not asked again
+        with pytest.raises(DataUnavailable):
+            _pregnancy_tests(client, by_valueset, by_codes)
+        assert asked == [by_valueset]
+
+
+def test_a_prefetched_search_cut_short_of_its_total_is_read_newest_first_not_unread(cds):
+    """Sorted newest first, the first ten of forty tests hold the one that decides: a Bundle
+    short of its `total`, with a next link, is read as it is (no "unread list" warning)."""
+    tests = [hcg(f"hcg-{i}", "2106-3", _days(3 + 30 * i), positive=False) for i in range(10)]
+    prefetch = _prefetch(*tests)
+    prefetch[PREGNANCY_TESTS].update(total=40, link=[{"relation": "next", "url": "http://fhir.test/p2"}])
+    card = _card(cds, prefetch)
+    decision = card["extension"][EXTENSION_KEY]
+    assert decision["decision"] == "eligible" and "patient.pregnant" in decision["assumed"]
+    assert "Observation/hcg-0" in card["detail"]
+    assert not any("unread" in w for w in card["extension"].get("warnings", []))
+
+
+def test_the_previous_per_code_keys_are_still_read_for_one_release(cds):
+    """An EHR still configured from the previous discovery document (27 keys) is read, and not
+    fetched again; one per-code key alone is read beside the new search."""
+    record = _prefetch()
+    legacy = {pregnancy_test_key(c): searchset() for c in pregnancy_test_codes(default_mapping())}
+    legacy[pregnancy_test_key("19080-1")] = searchset(hcg("hcg-1", "19080-1", _days(2), quantity=1450.0))
+    card, searches = _fetched(cds, record, {**_without_tests(record), **legacy})
+    assert searches == []
+    assert card["extension"][EXTENSION_KEY]["decision"] == "ineligible"
+    one = {pregnancy_test_key("2106-3"): searchset(hcg("hcg-2", "2106-3", _days(1), positive=True))}
+    card = _card(cds, {**_without_tests(record), **one})
+    assert card["extension"][EXTENSION_KEY]["decision"] == "ineligible"

@@ -88,8 +88,8 @@ def _pregnancy_test_rows(obs: dict) -> list[str]:
                  f"interpretation {', '.join(side['interpretation'])}" if side.get("interpretation") else "",
                  f"text {', '.join(repr(t) for t in side['text'])}" if side.get("text") else ""]
         return "; ".join(p for p in parts if p)
-    return [f"| `patient.pregnant` (pregnancy test) | newest test of the value set {named} (one prefetch key per "
-            f"LOINC code): {said(test['positive'])}, or ≥ {test['positive_from']} IU/L → true, with the test as "
+    return [f"| `patient.pregnant` (pregnancy test) | newest test of the value set {named} (one search, "
+            f"`code:in` the set: prefetch key `pregnancyTests`): {said(test['positive'])}, or ≥ {test['positive_from']} IU/L → true, with the test as "
             f"evidence (for {status['positive_valid_days']} days); {said(test['negative'])}, or < "
             f"{test['negative_below']} IU/L → false, **stated as an assumption** (for "
             f"{status['negative_valid_days']} days; older: unknown); equivocal, units other than "

@@ -16,7 +16,13 @@ A search is followed through at most ``FetchSettings.max_pages`` pages
 what was read says nothing about the rest, so the key is left out as unread (its fields stay
 missing, nothing is assumed absent) and a warning says why; it is not a 412, since the list was
 answered. A latest-first search (``_sort``) keeps the pages read: what it asks for comes first (a
-paginated prefetch of one is taken as it is).
+paginated prefetch of one, or one short of its ``total``, is taken as it is).
+
+Pregnancy tests are one search, ``code:in`` the published Pregnancy Test set. When the service
+runs it itself and the server refuses it (a 4xx: ``:in`` unsupported) or ignores it (it answers
+observations outside the set), it asks once more with the set's LOINC codes as one token list;
+each search reads its first page only (at most two requests). Whatever comes back, only
+observations of the set are read as pregnancy tests.
 """
 from __future__ import annotations
 
@@ -28,9 +34,15 @@ from urllib.parse import quote
 
 import requests
 
-from service.cdshooks.discovery import PREFETCH, PREGNANCY_TEST_KEYS, REQUIRED_KEYS
+from service.cdshooks.discovery import (
+    LEGACY_PREFETCH,
+    PREFETCH,
+    PREGNANCY_TESTS,
+    REQUIRED_KEYS,
+    pregnancy_tests_by_code_list,
+)
 from service.cdshooks.fhirjson import Node, many, rtype
-from service.cdshooks.mapping import FhirRecord
+from service.cdshooks.mapping import FhirRecord, default_mapping
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 
@@ -42,6 +54,15 @@ class DataUnavailable(Exception):
         super().__init__(", ".join(keys))
         self.keys = keys
         self.reasons = reasons
+
+
+class ServerRefused(DataUnavailable):
+    """The FHIR server answered a 4xx: ``status`` says which (a 400 may be a search it does not
+    support, worth asking another way; a 401 or 403 will not change)."""
+
+    def __init__(self, key: str, status: int):
+        super().__init__([key], {key: f"FHIR server answered {status}"})
+        self.status = status
 
 
 class MalformedFhir(Exception):
@@ -115,13 +136,18 @@ def render_template(template: str, context: dict) -> str | None:
     return None if missing else rendered
 
 
+def template_of(key: str) -> str:
+    """The prefetch template of ``key``: a discovery key, or a previous release's key still read."""
+    return PREFETCH.get(key) or LEGACY_PREFETCH[key]
+
+
 def answers_key(parsed: Any, key: str) -> bool:
     """Whether a resource can be the answer to prefetch ``key``: a Bundle (a search), or the
     resource type its query names (a read, or a lone resource some clients send). Anything else
     (another type, an unknown type) is not "nothing found": read as an empty list, a problem list
     of garbage would be silence, and silence is taken as absence."""
     kind = rtype(parsed)
-    return kind == "Bundle" or kind == PREFETCH[key].split("?")[0].split("/")[0]
+    return kind == "Bundle" or kind == template_of(key).split("?")[0].split("/")[0]
 
 
 class FhirClient:
@@ -143,6 +169,8 @@ class FhirClient:
         response = self.session.get(url, timeout=self.settings.timeout_seconds, allow_redirects=False)
         if response.status_code == 404 and "?" not in relative_or_absolute:
             return None
+        if 400 <= response.status_code < 500:
+            raise ServerRefused(path, response.status_code)
         if response.status_code != 200:
             raise DataUnavailable([path], {path: f"FHIR server answered {response.status_code}"})
         try:
@@ -156,9 +184,10 @@ class FhirClient:
             # server the EHR meant, and its text is not ours to pass on).
             raise DataUnavailable([path], {path: "FHIR server answered with something that is not valid FHIR"}) from None
 
-    def search_all(self, query: str, key: str) -> list[Any]:
-        """Every resource of a search, following ``next`` links up to ``max_pages`` pages.
-        Raises SearchCutShort when a whole-list search has more pages than that."""
+    def search_all(self, query: str, key: str, max_pages: int | None = None) -> list[Any]:
+        """Every resource of a search, following ``next`` links up to ``max_pages`` pages (the
+        setting unless given). Raises SearchCutShort when a whole-list search has more pages."""
+        max_pages = max_pages or self.settings.max_pages
         parsed = self.get(query, key)
         if parsed is not None and not answers_key(parsed, key):
             raise DataUnavailable([key], {key: "FHIR server answered with something that is not the search result asked for"})
@@ -170,7 +199,7 @@ class FhirClient:
             nxt = next_link(parsed)
             if not nxt:
                 break
-            if pages >= self.settings.max_pages:
+            if pages >= max_pages:
                 if latest_first(query):
                     break  # the newest come first: later pages hold only older readings
                 raise SearchCutShort(key, f"has more than {pages} pages; only {pages} were read "
@@ -222,7 +251,7 @@ def latest_first(query: str) -> bool:
 
 
 def cut_short_warning(key: str, why: str) -> str:
-    resource = PREFETCH[key].split("?")[0]
+    resource = template_of(key).split("?")[0]
     return (f"The {resource} list ({key}) {why}: the list counts as unread, so what it would answer is "
             f"not assumed absent and stays missing.")
 
@@ -243,38 +272,16 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
         if key not in prefetch:
             unsatisfied[key] = "not prefetched"
             continue
-        value = prefetch[key]
-        if value is None:
-            out[key] = []
-            continue
-        try:
-            parsed = parse_resource(value, f"prefetch.{key}")
-        except MalformedFhir as exc:
-            warnings.append(f"{exc.path} {exc.message}: fetched again.")
-            unsatisfied[key] = "not a FHIR resource"
-            continue
-        if rtype(parsed) == "OperationOutcome":
-            unsatisfied[key] = "the client reported an error prefetching it"
-            continue
-        if not answers_key(parsed, key):
-            warnings.append(f"prefetch.{key} is neither a Bundle nor a {PREFETCH[key].split('?')[0].split('/')[0]}: "
-                            "fetched again.")
-            unsatisfied[key] = "not the search result asked for"
-            continue
-        # A paginated prefetch (a next link) of a whole list needs the server for the rest, and
-        # is an unread list without it; a latest-first search's first page holds what it asks.
-        if rtype(parsed) == "Bundle" and next_link(parsed) and not latest_first(PREFETCH[key]):
-            unsatisfied[key] = "paginated"
-            cut_short[key] = "was prefetched as its first page only (a next link)"
-            continue
-        # A prefetched list short of its own total (the client cut it): the server, if it can,
-        # else an unread list.
-        short = short_of_total(declared_total(parsed), match_count(parsed), PREFETCH[key])
-        if short:
-            unsatisfied[key] = "incomplete"
-            cut_short[key] = f"was prefetched incomplete (it {short})"
-            continue
-        out[key] = resources_of(parsed, f"prefetch.{key}", warnings)
+        _read_prefetched(key, prefetch[key], out, unsatisfied, cut_short, warnings)
+    # The previous release's per-code pregnancy test keys: read when sent, never fetched. All of
+    # them (an EHR still configured from that discovery document) stand for `pregnancyTests`.
+    legacy: dict[str, str] = {}
+    for key in LEGACY_PREFETCH:
+        if key in prefetch:
+            _read_prefetched(key, prefetch[key], out, legacy, {}, warnings, "not read (a previous release's key)")
+    if (unsatisfied.get(PREGNANCY_TESTS) == "not prefetched" and not legacy
+            and all(key in out for key in LEGACY_PREFETCH)):
+        del unsatisfied[PREGNANCY_TESTS]
 
     if unsatisfied:
         out.update(_fetch(unsatisfied, request_body, context, settings, cut_short))
@@ -282,10 +289,53 @@ def gather(request_body: dict, settings: FetchSettings, warnings: list[str] | No
         # The list exists and is longer than what came: not a 412, an unread list.
         if key not in out:
             warnings.append(cut_short_warning(key, why))
+    foreign = sum(1 for r in out.get(PREGNANCY_TESTS, ()) if not _in_pregnancy_test_set(r))
+    if foreign:
+        warnings.append(f"The pregnancy test search ({PREGNANCY_TESTS}) answered {foreign} resource(s) outside "
+                        "the Pregnancy Test value set (a server that does not apply code:in?): not read as "
+                        "pregnancy tests.")
     missing = [k for k in REQUIRED_KEYS if k not in out and k not in cut_short]
     if missing:
         raise DataUnavailable(missing, {k: unsatisfied.get(k, "unavailable") for k in missing})
     return out
+
+
+def _read_prefetched(key: str, value: Any, out: dict[str, list[Any]], unsatisfied: dict[str, str],
+                     cut_short: dict[str, str], warnings: list[str], then: str = "fetched again") -> None:
+    """One prefetched value: its resources into ``out``, or why not into ``unsatisfied`` (and
+    ``cut_short`` for a whole list that came incomplete). ``then`` says, in a warning, what
+    becomes of a value that cannot be read."""
+    if value is None:
+        out[key] = []
+        return
+    try:
+        parsed = parse_resource(value, f"prefetch.{key}")
+    except MalformedFhir as exc:
+        warnings.append(f"{exc.path} {exc.message}: {then}.")
+        unsatisfied[key] = "not a FHIR resource"
+        return
+    if rtype(parsed) == "OperationOutcome":
+        unsatisfied[key] = "the client reported an error prefetching it"
+        return
+    if not answers_key(parsed, key):
+        warnings.append(f"prefetch.{key} is neither a Bundle nor a {template_of(key).split('?')[0].split('/')[0]}: "
+                        f"{then}.")
+        unsatisfied[key] = "not the search result asked for"
+        return
+    # A paginated prefetch (a next link) of a whole list needs the server for the rest, and
+    # is an unread list without it; a latest-first search's first page holds what it asks.
+    if rtype(parsed) == "Bundle" and next_link(parsed) and not latest_first(template_of(key)):
+        unsatisfied[key] = "paginated"
+        cut_short[key] = "was prefetched as its first page only (a next link)"
+        return
+    # A prefetched list short of its own total (the client cut it): the server, if it can,
+    # else an unread list.
+    short = short_of_total(declared_total(parsed), match_count(parsed), template_of(key))
+    if short:
+        unsatisfied[key] = "incomplete"
+        cut_short[key] = f"was prefetched incomplete (it {short})"
+        return
+    out[key] = resources_of(parsed, f"prefetch.{key}", warnings)
 
 
 def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: FetchSettings,
@@ -305,6 +355,8 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
         if query is None:
             return key, None
         try:
+            if key == PREGNANCY_TESTS:
+                return key, _pregnancy_tests(client, query, render_template(pregnancy_tests_by_code_list(), context))
             return key, client.search_all(query, key)
         except SearchCutShort as exc:
             return key, exc
@@ -321,8 +373,33 @@ def _fetch(keys: dict[str, str], request_body: dict, context: dict, settings: Fe
     return out
 
 
+def _in_pregnancy_test_set(resource: Any) -> bool:
+    return rtype(resource) == "Observation" and default_mapping().pregnancy_test.matches(resource.code) is not None
+
+
+def _pregnancy_tests(client: FhirClient, by_valueset: str, by_code_list: str | None) -> list[Any]:
+    """The pregnancy test search: ``code:in`` the value set, then, when the server refuses that
+    (a 4xx other than an authorisation or rate limit answer, which asking again will not change)
+    or ignores it (it answers observations outside the set), once more with the set's codes as a
+    token list. Each search reads its first page only, the newest `_count` tests (later pages
+    hold older ones), so a call makes at most two requests for pregnancy tests, however the
+    server pages. What is outside the set is never read as a test."""
+    try:
+        found = client.search_all(by_valueset, PREGNANCY_TESTS, max_pages=1)
+    except ServerRefused as exc:
+        if exc.status in (401, 403, 429) or by_code_list is None:
+            raise
+        return client.search_all(by_code_list, PREGNANCY_TESTS, max_pages=1)
+    if by_code_list is None or all(_in_pregnancy_test_set(r) for r in found):
+        return found
+    try:
+        return client.search_all(by_code_list, PREGNANCY_TESTS, max_pages=1)
+    except (requests.RequestException, DataUnavailable):
+        return found  # the first answer, whose tests (if any) are still read and the rest not
+
+
 _OBSERVATION_KEYS = ("bloodPressure", "systolicBP", "diastolicBP", "heartRate", "pregnancyStatus",
-                     "breastfeedingStatus", *PREGNANCY_TEST_KEYS)
+                     "breastfeedingStatus", PREGNANCY_TESTS, *LEGACY_PREFETCH)
 
 
 def build_record(data: dict[str, list[Any]], draft_resources: list[Any], ordered_ids: set[int],

@@ -10,7 +10,8 @@ facts. Times are relative placeholders resolved when a test loads a file: "@ago:
 that age).
 
 Pregnancy tests (hCG, the published Pregnancy Test set) answer pregnancy for four situations,
-one prefetch key per LOINC code as the discovery document asks; the intake twin states the
+under the one key the discovery document asks for them (`pregnancyTests`, `code:in` the set; every
+other patient has it empty, as an EHR prefetching everything sends it); the intake twin states the
 answer the test gives (a recent negative: not pregnant; a positive: pregnant; an old
 negative: nothing).
 
@@ -241,7 +242,7 @@ HCG_CODES = {
 
 
 def _pregnancy_test(style: str, positive: bool, days: int, kind: str) -> tuple[str, dict]:
-    """(prefetch key, the test): one key per LOINC code, as the discovery document asks."""
+    """(prefetch key, the test): the one pregnancy test key, as the discovery document asks."""
     code, display = HCG_CODES[(style, kind)]
     obs = _obs(f"{style}-hcg", code, display, f"@ago:{days}d")
     obs["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
@@ -266,7 +267,7 @@ def _pregnancy_test(style: str, positive: bool, days: int, kind: str) -> tuple[s
         flag = "A" if style == "epic" else "H" if kind == "quantitative" else "POS"
         obs["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
                                               "code": flag}]}]
-    return f"pregnancyTest-{code}", obs
+    return "pregnancyTests", obs
 
 
 def _medications(style: str, meds: list[str]) -> dict[str, dict]:
@@ -355,6 +356,7 @@ def build(name: str, style: str, situation: dict) -> dict:
                                               "display": "Pregnant" if pregnant else "Not pregnant"}]}))
     else:
         prefetch["pregnancyStatus"] = _searchset()
+    prefetch["pregnancyTests"] = _searchset()
     if facts["pregnancy_test"] is not None:
         key, test = _pregnancy_test(style, *facts["pregnancy_test"])
         prefetch[key] = _searchset(test)
