@@ -20,9 +20,11 @@ def rss_mib() -> float:
 
 
 def side_by_side(contenders: dict[str, Callable[[object], object]], inputs: Sequence, rounds: int,
-                 warmup: int = 200) -> dict[str, dict]:
+                 warmup: int = 200, repeat: int = 1) -> dict[str, dict]:
     """Per-call latency of each contender on the same inputs, interleaved round by round so that
-    a noisy neighbour on the machine slows them all alike. Returns median/p99/mean in µs."""
+    a noisy neighbour on the machine slows them all alike. Returns median/p99/mean in µs.
+    ``repeat``: each sample is the mean of that many consecutive calls (steady state, not the
+    first call after another contender has filled the CPU's caches with its own data)."""
     for fn in contenders.values():
         for i in range(warmup):
             fn(inputs[i % len(inputs)])
@@ -33,8 +35,9 @@ def side_by_side(contenders: dict[str, Callable[[object], object]], inputs: Sequ
             out = samples[name]
             for item in inputs:
                 start = clock()
-                fn(item)
-                out.append(clock() - start)
+                for _ in range(repeat):
+                    fn(item)
+                out.append((clock() - start) // repeat)
     return {name: summarise(values) for name, values in samples.items()}
 
 

@@ -303,7 +303,9 @@ def _scale(sc: dict) -> list[str]:
         "## 2b. Scale: generated packs against zen-engine",
         "",
         "The generated packs of 100, 1,000 and 5,000 rules, all in one process, the contenders and sizes "
-        "measured round-robin (`bench/scale_bench.py`); median µs per evaluation. *five* is complete and "
+        "measured round-robin (`bench/scale_bench.py`); median µs per evaluation, each sample the mean of 5 "
+        "consecutive calls (steady state: one call right after another contender's thousands of rules "
+        "measured mostly cache misses, for every contender alike). *five* is complete and "
         "healthy and fires exactly five rules at every size (the issue's measure); *none* answers almost "
         "nothing and concerns no rule (every rule reading what it lacks is undecided, so `screen()` "
         "follows them); *clean* and *hot* fire more rules as the pack grows. zen-engine gets the same rules "

@@ -64,7 +64,9 @@ def run(quick: bool = False, sizes=SIZES) -> dict:
                          "compile_s": round(compiled - loaded, 3), "zen_build_s": round(zen_built - compiled, 3),
                          "zen_table_build_s": round(table_built - zen_built, 3),
                          "fired": fired, "agree": agree})
-        results = side_by_side(contenders, [None], 3 if quick else 9, warmup=2)
+        # Each sample the mean of 5 consecutive calls: a single call right after another
+        # contender (thousands of rules' data) measured mostly cache misses, for every contender.
+        results = side_by_side(contenders, [None], 3 if quick else 15, warmup=3, repeat=5)
     for row in rows:
         size = row["rules"]
         row["latency_us"] = {name: {kind: round(results[(size, name, kind)]["median_us"], 1)
