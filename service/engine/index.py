@@ -136,32 +136,16 @@ class GuardIndex:
         out = set(self._always)
         for path, by_value in self._eq.items():
             value = C.lookup(fact, path)
-            if value is C.MISSING:
-                continue
-            try:
-                hit = by_value.get(value)
-            except TypeError:  # an unhashable value: let the engine decide
-                for ids in by_value.values():
-                    out.update(ids)
-                continue
-            if hit:
-                out.update(hit)
+            if value is not C.MISSING:
+                _look_up(by_value, value, out)
         for (path, name), by_value in self._items.items():
             items = C.lookup(fact, path)
             if not isinstance(items, list):
                 continue
             for item in items:
                 value = item.get(name) if isinstance(item, dict) else None
-                if value is None:
-                    continue
-                try:
-                    hit = by_value.get(value)
-                except TypeError:  # an unhashable value: let the engine decide
-                    for ids in by_value.values():
-                        out.update(ids)
-                    continue
-                if hit:
-                    out.update(hit)
+                if value is not None:
+                    _look_up(by_value, value, out)
         for name in findings:
             hit = self._findings.get(name)
             if hit:
@@ -185,6 +169,19 @@ class GuardIndex:
             if C.lookup(fact, path) is not C.MISSING:
                 out.update(ids)
         return out
+
+
+def _look_up(by_value: dict[Any, list[int]], value: Any, out: set[int]) -> None:
+    """Add the conditions guarded by ``value``; every one of them for a value that cannot be
+    looked up (unhashable: the engine decides)."""
+    try:
+        hit = by_value.get(value)
+    except TypeError:
+        for ids in by_value.values():
+            out.update(ids)
+        return
+    if hit:
+        out.update(hit)
 
 
 def top_level_keys(conjunction: Sequence[C.Condition]) -> set[str]:

@@ -320,17 +320,8 @@ class PackCache:
         body = json.dumps(header).encode() + b"\n" + text.encode("utf-8")
         data = self._mac(key, body).encode("ascii") + b"\n" + body
         target = self.entry_path(digest)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except OSError as exc:
-            log.warning("could not write the rules cache entry %s: %s", target, exc)
-            tmp.unlink(missing_ok=True)
-            return
-        self._prune(keep=target)
+        if _write_private(target, data, "the rules cache entry"):
+            self._prune(keep=target)
 
     def _prune(self, keep: Path) -> None:
         try:
@@ -359,15 +350,7 @@ class PackCache:
         if mark is None:
             return
         path, mac = mark
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(mac)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not write %s: %s", path, exc)
-            tmp.unlink(missing_ok=True)
+        _write_private(path, mac, "the compile mark")
 
     def compiled(self, digest: str, backend: str) -> bool:
         """True when a process of this service has proven that the pack with these files compiles
@@ -434,3 +417,19 @@ def _private_file_problem(path: Path, st: os.stat_result) -> str | None:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         return f"{path} must be readable and writable by its owner only (it is {stat.filemode(st.st_mode)})"
     return None
+
+
+def _write_private(target: Path, data: bytes, what: str) -> bool:
+    """Write ``target`` whole or not at all (a temporary file renamed over it), readable by
+    this user only; False, logged, when it cannot be written."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("could not write %s %s: %s", what, target, exc)
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
