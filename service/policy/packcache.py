@@ -41,6 +41,7 @@ from service.policy import conditions as C
 from service.policy import loader
 from service.policy.model import Location, OptionalAnswer, Rule, RulePack, TestCase
 from service.policy.problems import Problem
+from service.statefiles import create_once
 
 log = logging.getLogger("screening.rules_cache")
 
@@ -220,18 +221,7 @@ class PackCache:
                 if not self.create:
                     return None
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="ascii") as fh:
-                    fh.write(secrets.token_hex(32) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                try:
-                    os.link(tmp, path)  # every worker starting at once ends up with the first one's key
-                except FileExistsError:
-                    pass
-                finally:
-                    tmp.unlink()
+                create_once(path, secrets.token_hex(32) + "\n")  # every worker ends up with the first one's key
             data, problem = _read_private(path)
             if problem:
                 return self._disable(f"{problem}; the rules cache is off until it is fixed "

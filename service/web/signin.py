@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import secrets
 import stat
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from service.statefiles import create_once
 from service.store.signin_failures import SigninFailureStore
 
 log = logging.getLogger("service.web")
@@ -77,21 +77,9 @@ def shared_secret(state_dir: Path) -> str:
     and linked into place, which fails for all but the first."""
     path = Path(state_dir) / SECRET_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(secrets.token_urlsafe(48) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-            log.warning("SCREENING_SECRET_KEY is not set: generated a cookie key in %s (shared by "
-                        "every worker here; set SCREENING_SECRET_KEY when several hosts serve)", path)
-        except FileExistsError:
-            pass  # another worker was first: use its key
-        finally:
-            tmp.unlink()
+    if not path.exists() and create_once(path, secrets.token_urlsafe(48) + "\n"):
+        log.warning("SCREENING_SECRET_KEY is not set: generated a cookie key in %s (shared by "
+                    "every worker here; set SCREENING_SECRET_KEY when several hosts serve)", path)
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SystemExit(f"configuration: {path} holds the cookie key and must be readable by its owner "
