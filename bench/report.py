@@ -116,7 +116,8 @@ def _analysis() -> list[str]:
         "requests share a commit (4 per commit), but their GIL contention made each commit slower and "
         "three alternated runs showed no steady gain: the default stays 4. What would make more "
         "requests share an fsync is one writer for every worker (a writer process, or PostgreSQL's own "
-        "group commit with `commit_delay`): a larger change, left for a later issue.",
+        "group commit with `commit_delay`): a larger change, left for a later issue. `SO_REUSEPORT` (the "
+        "kernel spreading connections over the workers) was tried too: no gain in two alternated runs.",
         "- **No write per request besides the decision**: API keys are read once per worker every "
         "`SCREENING_KEY_CACHE_SECONDS`; rate-limit tokens are taken from the shared bucket a second's worth "
         "at a time (README, *Rate limit and key cache tolerances*).",
