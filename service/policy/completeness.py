@@ -15,6 +15,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Container, Iterable
 
 from service.policy import conditions as C
 from service.policy.model import OptionalAnswer, RulePack
@@ -109,7 +110,8 @@ class CompletenessPlan:
             out |= self.by_item[key]
         return out
 
-    def when_all_absent(self, rule_id: str, absent_paths: set[str], unknown_findings) -> C.Kleene | None:
+    def when_all_absent(self, rule_id: str, absent_paths: set[str],
+                        unknown_findings: Container[str]) -> C.Kleene | None:
         """The rule's three-valued answer when everything it reads is absent and every finding
         it uses is undecided, or None otherwise. Such an answer is the same for every intake that
         lacks those answers (a value that is absent has no date to age, no type to compare), so
@@ -206,7 +208,7 @@ class CompletenessPlan:
                 out |= ids
         return out
 
-    def users_of(self, names) -> set[str]:
+    def users_of(self, names: Iterable[str]) -> set[str]:
         """The rules using any of these findings, and their dependents."""
         return self.with_dependents(set().union(*(self.finding_users.get(n, ()) for n in names)))
 
