@@ -26,6 +26,9 @@ ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 SCT = "http://snomed.info/sct"
 RXN = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
+# The two services' URLs, as an EHR calls them (the contract: written out, not derived).
+SIGN = "/cds-services/ketamine-screening-sign"
+SELECT = "/cds-services/ketamine-screening-select"
 PATIENT_ID = "pat-1288992"
 
 

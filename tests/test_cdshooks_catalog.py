@@ -23,12 +23,11 @@ from service.cdshooks.mapping import (
     reference_mismatches,
 )
 from service.policy.loader import read_pack
-from tests.cdshooks_support import ISSUER, hook_request, ketamine_order, now, questionnaire_response, searchset, situation
+from tests.cdshooks_support import SIGN, ISSUER, hook_request, ketamine_order, now, questionnaire_response, searchset, situation
 from tests.test_cdshooks_corpus import CASES, load
 from tests.test_cdshooks_corpus import _request as corpus_request
 from tests.test_field_catalog import NEW_FIELD, add_new_fact, copy_pack
 
-SIGN = "/cds-services/ketamine-screening-sign"
 PHEO = "medical_history.pheochromocytoma"
 QUESTION = "Does the patient have a pheochromocytoma (untreated)?"
 

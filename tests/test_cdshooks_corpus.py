@@ -18,11 +18,10 @@ from service.cdshooks.cards import EXTENSION_KEY, prune_empty
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
 from tests.cdshooks_spec_model import validate_response
+from tests.cdshooks_support import SELECT, SIGN
 
 CORPUS = Path(__file__).resolve().parent / "cdshooks_corpus" / "patients"
 CASES = sorted(CORPUS.glob("*.json"))
-SIGN = "/cds-services/ketamine-screening-sign"
-SELECT = "/cds-services/ketamine-screening-select"
 _AGO = re.compile(r"^@ago:(\d+)([dh])$")
 _DAY = re.compile(r"^@day:-(\d+)$")
 

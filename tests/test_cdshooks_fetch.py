@@ -7,9 +7,8 @@ import pytest
 from service.cdshooks.cards import EXTENSION_KEY
 from service.cdshooks.fhir_fetch import DataUnavailable, FetchSettings, FhirClient, SearchCutShort
 from service.cdshooks.fhirjson import Node
-from tests.cdshooks_support import FhirServer, hook_request, ketamine_order, situation
+from tests.cdshooks_support import SIGN, FhirServer, hook_request, ketamine_order, situation
 
-SIGN = "/cds-services/ketamine-screening-sign"
 
 
 def _decision(response) -> dict:

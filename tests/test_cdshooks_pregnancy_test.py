@@ -25,6 +25,7 @@ from service.cdshooks.fhirjson import Node
 from service.cdshooks.mapping import MAPPING_PATH, default_mapping, load_mapping, pregnancy_test_codes
 from tests.cdshooks_spec_model import validate_response
 from tests.cdshooks_support import (
+    SIGN,
     LOINC,
     FhirServer,
     PATIENT_ID,
@@ -38,7 +39,6 @@ from tests.cdshooks_support import (
     situation,
 )
 
-SIGN = "/cds-services/ketamine-screening-sign"
 PREGNANCY_TEST = "2.16.840.1.113883.3.464.1003.111.12.1011"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 UCUM = "http://unitsofmeasure.org"

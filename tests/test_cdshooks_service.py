@@ -13,6 +13,8 @@ from service.cdshooks.cards import EXTENSION_KEY, prune_empty
 from service.cdshooks.discovery import PREFETCH
 from service.screening import screen
 from tests.cdshooks_support import (
+    SIGN,
+    SELECT,
     ICD,
     amoxicillin_order,
     condition,
@@ -25,8 +27,6 @@ from tests.cdshooks_support import (
     situation,
 )
 
-SIGN = "/cds-services/ketamine-screening-sign"
-SELECT = "/cds-services/ketamine-screening-select"
 _TOKEN = re.compile(r"\{\{\s*(context\.[A-Za-z]+|userPractitionerId|userPractitionerRoleId|userPatientId|userRelatedPersonId)\s*\}\}")
 
 

@@ -20,6 +20,8 @@ from service.cdshooks.discovery import PREFETCH
 from service.cdshooks.mapping import default_mapping
 from tests.cdshooks_spec_model import validate_discovery, validate_response
 from tests.cdshooks_support import (
+    SIGN,
+    SELECT,
     ICD,
     LOINC,
     PATIENT_ID,
@@ -35,8 +37,6 @@ from tests.cdshooks_support import (
     situation,
 )
 
-SIGN = "/cds-services/ketamine-screening-sign"
-SELECT = "/cds-services/ketamine-screening-select"
 SPEC = Path(__file__).resolve().parent / "cdshooks_corpus" / "spec"
 ICD_OID = "urn:oid:2.16.840.1.113883.6.90"
 

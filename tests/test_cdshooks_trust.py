@@ -21,9 +21,8 @@ from service.cdshooks.blueprint import FEEDBACK_KEPT, CdsHooksState
 from service.cdshooks.urls import public_base_url
 from service.cdshooks.jwt_auth import Issuer, Verifier, parse_issuers
 from service.config import Settings
-from tests.cdshooks_support import ISSUER, FhirServer, hook_request, ketamine_order, situation
+from tests.cdshooks_support import SIGN, ISSUER, FhirServer, hook_request, ketamine_order, situation
 
-SIGN = "/cds-services/ketamine-screening-sign"
 
 
 def _app(tmp_path, signer, base_url: str | None, fhir_servers: tuple[str, ...] = ()) -> Flask:
